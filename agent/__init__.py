@@ -1,0 +1,1 @@
+"""memagent: a LangGraph chat agent with user-managed memory, persisted in PostgreSQL."""

@@ -1,0 +1,490 @@
+"""memagent's PostgreSQL checkpointer, the database it runs on, and how to open both.
+
+``open_saver()`` is the one way in: it picks the database (``DATABASE_URL``, or an
+embedded PostgreSQL started from the ``pgserver`` wheel), opens a connection pool,
+runs a setup that is safe when several processes start at once, and closes it all on
+exit. ``server_checkpointer`` is the same thing for ``langgraph dev``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+import warnings
+from collections.abc import AsyncIterator, Iterable, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from langchain_core.runnables import RunnableConfig
+from langgraph.checkpoint.base import (
+    ChannelVersions,
+    Checkpoint,
+    CheckpointMetadata,
+    CheckpointTuple,
+)
+from langgraph.checkpoint.memory import InMemorySaver
+from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
+from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
+from psycopg import AsyncConnection
+from psycopg.rows import DictRow, dict_row
+from psycopg.types.json import Jsonb
+from psycopg_pool import AsyncConnectionPool
+
+from agent import sql
+from agent.settings import Settings
+from agent.timeline import TimelineEntry, entry_from
+
+logger = logging.getLogger(__name__)
+
+MEMORY_EVENT_CHANNEL = "memory_event"
+LOAD_OFF_LOOP_BYTES = 256 * 1024
+"""Checkpoints whose blobs are larger than this are decoded in a worker thread."""
+
+CONNECTION_KWARGS: dict[str, Any] = {
+    "autocommit": True,
+    "prepare_threshold": 0,
+    "row_factory": dict_row,
+}
+
+
+class ThreadBusyError(RuntimeError):
+    """Another turn or memory operation holds the thread for longer than we may wait."""
+
+
+class PurgeRefusedError(ValueError):
+    """A purge that would erase part of the thread's current conversation; nothing changed."""
+
+
+def strict_serializer() -> JsonPlusSerializer:
+    """A serializer that rebuilds only types langgraph and LangChain know to be safe.
+
+    With no allow-list, a crafted row could name any importable callable and have it
+    run on load; with an empty one, only langgraph's built-in safe types (messages,
+    documents, datetimes, ...) are revived and anything else stays inert data.
+    """
+    return JsonPlusSerializer(pickle_fallback=False, allowed_msgpack_modules=None)
+
+
+def stamp_memory_event(
+    config: RunnableConfig,
+    checkpoint: Checkpoint,
+    metadata: CheckpointMetadata,
+    new_versions: ChannelVersions,
+) -> tuple[RunnableConfig, CheckpointMetadata]:
+    """Puts a memory operation's marker on the checkpoint that carries it.
+
+    A checkpoint whose step wrote ``memory_event`` is the one that made the change,
+    whether the write came from the ``apply_memory`` node of a run or from
+    ``aupdate_state`` in ``tools.admin``; both therefore get the same metadata. A
+    rewind's checkpoint also gets the target as its parent, so the fork is visible in
+    the thread's history and in Studio.
+    """
+    if MEMORY_EVENT_CHANNEL not in new_versions:
+        return config, metadata
+    event = checkpoint["channel_values"].get(MEMORY_EVENT_CHANNEL)
+    if not isinstance(event, dict):
+        return config, metadata
+    stamped: dict[str, Any] = {**metadata, "timestamp": event["timestamp"]}
+    if event["kind"] == "forget":
+        stamped["memory_cleared"] = True
+        if event.get("reason"):
+            stamped["reason"] = event["reason"]
+    else:
+        stamped["rewound_to"] = event["target"]
+        config = {
+            **config,
+            "configurable": {**config["configurable"], "checkpoint_id": event["target"]},
+        }
+    return config, stamped  # type: ignore[return-value]
+
+
+class MemoryMetadataMixin:
+    """Adds ``stamp_memory_event`` to any langgraph saver's ``put``/``aput``."""
+
+    def put(
+        self,
+        config: RunnableConfig,
+        checkpoint: Checkpoint,
+        metadata: CheckpointMetadata,
+        new_versions: ChannelVersions,
+    ) -> RunnableConfig:
+        config, metadata = stamp_memory_event(config, checkpoint, metadata, new_versions)
+        return super().put(config, checkpoint, metadata, new_versions)  # type: ignore[misc]
+
+    async def aput(
+        self,
+        config: RunnableConfig,
+        checkpoint: Checkpoint,
+        metadata: CheckpointMetadata,
+        new_versions: ChannelVersions,
+    ) -> RunnableConfig:
+        config, metadata = stamp_memory_event(config, checkpoint, metadata, new_versions)
+        return await super().aput(config, checkpoint, metadata, new_versions)  # type: ignore[misc]
+
+
+class MemagentInMemorySaver(MemoryMetadataMixin, InMemorySaver):
+    """langgraph's in-memory saver with memagent's memory metadata, for tests and demos."""
+
+
+class MemagentSaver(MemoryMetadataMixin, AsyncPostgresSaver):
+    """``AsyncPostgresSaver`` plus what memagent needs from its database.
+
+    Everything the library does (checkpoints, history, ``aupdate_state``, pruning) is
+    the library's; this class adds a race-free ``setup``, memory metadata, an atomic
+    counted delete, purge, a cheap timeline, the audit log and per-thread leases.
+    """
+
+    conn: AsyncConnectionPool[AsyncConnection[DictRow]]
+
+    def __init__(
+        self,
+        pool: AsyncConnectionPool[AsyncConnection[DictRow]],
+        conninfo: str,
+        *,
+        busy_timeout: float = 30.0,
+    ) -> None:
+        super().__init__(pool, serde=strict_serializer())
+        self.conninfo = conninfo
+        self.busy_timeout = busy_timeout
+        self.lease_seconds = 600.0
+
+    async def _load_checkpoint_tuple(self, value: DictRow) -> CheckpointTuple:
+        """The library's row decoding, with large message blobs decoded off the loop.
+
+        The library decodes a checkpoint's blobs on the event loop; for a long thread
+        (thousands of messages) that stalls every other task on the loop for tens of
+        milliseconds per load, and a rewind loads twice. Small rows stay on the loop,
+        where a thread hop would cost more than the decoding.
+        """
+        blobs = value["channel_values"]
+        if not blobs or sum(len(blob or b"") for _, _, blob in blobs) < LOAD_OFF_LOOP_BYTES:
+            return await super()._load_checkpoint_tuple(value)
+        loaded = await asyncio.to_thread(self._load_blobs, blobs)
+        checkpoint = value["checkpoint"]
+        inline = checkpoint.get("channel_values") or {}
+        row = {
+            **value,
+            "checkpoint": {**checkpoint, "channel_values": {**inline, **loaded}},
+            "channel_values": None,
+        }
+        return await super()._load_checkpoint_tuple(row)
+
+    async def setup(self) -> None:
+        """Creates or migrates langgraph's tables and memagent's, one process at a time."""
+        async with await AsyncConnection.connect(
+            self.conninfo, autocommit=True, row_factory=dict_row
+        ) as lock_conn:
+            await lock_conn.execute(sql.ACQUIRE_SETUP_LOCK, (sql.SETUP_LOCK_KEY,))
+            try:
+                await super().setup()
+                await self._migrate_own_tables()
+            finally:
+                await lock_conn.execute(sql.RELEASE_SETUP_LOCK, (sql.SETUP_LOCK_KEY,))
+
+    async def _migrate_own_tables(self) -> None:
+        async with self.conn.connection() as conn, conn.transaction():
+            await conn.execute(sql.MIGRATIONS[0])
+            row = await (await conn.execute(sql.SELECT_MIGRATION_VERSION)).fetchone()
+            done = -1 if row is None or row["v"] is None else row["v"]
+            for version in range(done + 1, len(sql.MIGRATIONS)):
+                await conn.execute(sql.MIGRATIONS[version])
+                await conn.execute(sql.INSERT_MIGRATION_VERSION, (version,))
+
+    async def atimeline(self, thread_id: str, limit: int) -> list[TimelineEntry]:
+        """The head's lineage as timeline entries, newest first, without message blobs."""
+        async with self.conn.connection() as conn:
+            cur = await conn.execute(sql.SELECT_TIMELINE, {"thread_id": thread_id, "limit": limit})
+            rows = await cur.fetchall()
+        entries = []
+        for row in rows:
+            turn_input = (
+                self.serde.loads_typed((row["input_type"], row["input_blob"]))
+                if row["input_blob"] is not None
+                else None
+            )
+            entry = entry_from(
+                row["checkpoint_id"],
+                row["parent_checkpoint_id"],
+                row["ts"],
+                row["metadata"],
+                turn_input,
+            )
+            if entry is not None:
+                entries.append(entry)
+        return entries
+
+    async def ahas_checkpoint(self, thread_id: str, checkpoint_id: str) -> bool:
+        """Whether ``checkpoint_id`` is a root checkpoint of ``thread_id``."""
+        async with self.conn.connection() as conn:
+            cur = await conn.execute(sql.SELECT_ROOT_CHECKPOINT_EXISTS, (thread_id, checkpoint_id))
+            return await cur.fetchone() is not None
+
+    async def athreads(self, limit: int = 100) -> list[dict[str, Any]]:
+        """Threads with their checkpoint count and last activity, most recent first."""
+        async with self.conn.connection() as conn:
+            cur = await conn.execute(sql.SELECT_THREADS, (limit,))
+            return list(await cur.fetchall())
+
+    async def adelete_thread_counted(self, thread_id: str) -> dict[str, int]:
+        """Deletes every row of a thread in one transaction; rows removed per table."""
+        counts: dict[str, int] = {}
+        async with self.conn.connection() as conn, conn.transaction():
+            for table, statement in sql.DELETE_THREAD:
+                cur = await conn.execute(statement, (thread_id,))
+                counts[table] = cur.rowcount
+        return counts
+
+    async def adelete_thread(self, thread_id: str) -> None:
+        """The library's thread delete, made atomic and audited (the server calls this)."""
+        rows = await self.adelete_thread_counted(str(thread_id))
+        await self.arecord_audit("delete", str(thread_id), surface="server", detail=rows)
+
+    async def acopy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
+        """Copies every row of a thread to a new thread id, in one transaction.
+
+        The server calls this for ``POST /threads/<id>/copy`` (Studio's "copy thread").
+        Both threads then share their past (same checkpoint ids) and go their own ways.
+        """
+        params = {"source": str(source_thread_id), "target": str(target_thread_id)}
+        async with self.conn.connection() as conn, conn.transaction():
+            for _table, statement in sql.COPY_THREAD:
+                await conn.execute(statement, params)
+
+    async def adelete_for_runs(self, run_ids: Iterable[str]) -> None:
+        """Removes what the given runs wrote, so their threads return to before them.
+
+        The server calls this when a run is cancelled with ``multitask_strategy=
+        "rollback"``. Checkpoints of other runs are untouched.
+        """
+        ids = [str(run_id) for run_id in run_ids]
+        if not ids:
+            return
+        async with self.conn.connection() as conn, conn.transaction():
+            cur = await conn.execute(sql.DELETE_FOR_RUNS, (ids,))
+            for row in await cur.fetchall():
+                await conn.execute(sql.PURGE_UNREFERENCED_BLOBS, (row["thread_id"],))
+
+    async def apurge(self, thread_id: str) -> tuple[str | None, dict[str, int]]:
+        """Erases everything older than the thread's newest forget.
+
+        Also erased: root checkpoints that do not descend from that forget (a branch
+        made by rewinding to before it, which holds the forgotten messages again), so
+        the history that is left starts at the forget.
+
+        Returns:
+            The forget checkpoint the thread now starts at (``None`` if the thread
+            has never been forgotten, in which case nothing is erased) and the rows
+            removed per table.
+
+        Raises:
+            PurgeRefusedError: The head does not descend from the newest forget (it
+                was undone by a rewind), so the current conversation holds what the
+                purge would erase; nothing is changed.
+        """
+        counts = {"checkpoint_writes": 0, "checkpoints": 0, "checkpoint_blobs": 0}
+        async with self.conn.connection() as conn, conn.transaction():
+            row = await (await conn.execute(sql.SELECT_NEWEST_FORGET, (thread_id,))).fetchone()
+            if row is None:
+                return None, counts
+            cut = row["checkpoint_id"]
+            links = await (
+                await conn.execute(sql.SELECT_ROOT_LINKS_FROM, (thread_id, cut))
+            ).fetchall()
+            kept = {cut}
+            for link in links:  # oldest first, and a parent is always older than its child
+                if link["parent_checkpoint_id"] in kept:
+                    kept.add(link["checkpoint_id"])
+            if links[-1]["checkpoint_id"] not in kept:
+                raise PurgeRefusedError(
+                    f"Thread {thread_id!r} was rewound to before its newest forget, so its "
+                    "conversation holds the forgotten part again; forget it again, then purge."
+                )
+            params = {
+                "thread_id": thread_id,
+                "cut": cut,
+                "dropped": [
+                    link["checkpoint_id"] for link in links if link["checkpoint_id"] not in kept
+                ],
+            }
+            cur = await conn.execute(sql.PURGE_WRITES_BEFORE, params)
+            counts["checkpoint_writes"] = cur.rowcount
+            cur = await conn.execute(sql.PURGE_CHECKPOINTS_BEFORE, params)
+            counts["checkpoints"] = cur.rowcount
+            await conn.execute(sql.PURGE_DETACH_PARENTS, (thread_id, cut))
+            cur = await conn.execute(sql.PURGE_UNREFERENCED_BLOBS, (thread_id,))
+            counts["checkpoint_blobs"] = cur.rowcount
+        return cut, counts
+
+    async def arecord_audit(
+        self,
+        operation: str,
+        thread_id: str,
+        *,
+        surface: str,
+        actor: str | None = None,
+        detail: dict[str, Any] | None = None,
+    ) -> None:
+        """Appends one content-free line to the audit log."""
+        async with self.conn.connection() as conn:
+            await conn.execute(
+                sql.INSERT_AUDIT, (operation, thread_id, surface, actor, Jsonb(detail or {}))
+            )
+
+    async def aaudit(self, thread_id: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        """The newest audit lines, for one thread or all."""
+        async with self.conn.connection() as conn:
+            cur = await conn.execute(sql.SELECT_AUDIT, {"thread_id": thread_id, "limit": limit})
+            return list(await cur.fetchall())
+
+    @asynccontextmanager
+    async def thread_lease(
+        self,
+        thread_id: str,
+        *,
+        timeout: float | None = None,  # noqa: ASYNC109 - a wait budget, not a cancel point
+    ) -> AsyncIterator[None]:
+        """Holds a thread for one turn or memory operation.
+
+        A second holder waits (polling, holding no connection) up to ``timeout``
+        seconds, then gets ``ThreadBusyError``. A lease outlives a crashed holder by
+        at most ``lease_seconds``.
+
+        Raises:
+            ThreadBusyError: The thread stayed busy for ``timeout`` seconds.
+        """
+        timeout = self.busy_timeout if timeout is None else timeout
+        holder = uuid.uuid4().hex
+        deadline = time.monotonic() + timeout
+        delay = 0.01
+        while True:
+            async with self.conn.connection() as conn:
+                cur = await conn.execute(
+                    sql.ACQUIRE_THREAD_LEASE, (thread_id, holder, self.lease_seconds)
+                )
+                if await cur.fetchone() is not None:
+                    break
+            if time.monotonic() >= deadline:
+                raise ThreadBusyError(
+                    f"Thread {thread_id!r} is busy with another turn; try again in a moment."
+                )
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.25)
+        try:
+            yield
+        finally:
+            async with self.conn.connection() as conn:
+                await conn.execute(sql.RELEASE_THREAD_LEASE, (thread_id, holder))
+
+
+def start_embedded_postgres(data_dir: Path) -> str:
+    """Starts (or reuses) the embedded PostgreSQL in ``data_dir``; returns its URL.
+
+    The server stops when the last process using it exits; the data stays for the
+    next run.
+    """
+    with warnings.catch_warnings():
+        # platformdirs warns at import when XDG_RUNTIME_DIR is unset; pgserver copes.
+        warnings.simplefilter("ignore")
+        import pgserver  # imported here: only the embedded path needs it
+
+    data_dir.mkdir(parents=True, exist_ok=True)
+    server = pgserver.get_server(data_dir, cleanup_mode="stop")
+    _EMBEDDED_SERVERS.append(server)  # keep the handle alive until exit
+    return str(server.get_uri())
+
+
+_EMBEDDED_SERVERS: list[Any] = []
+
+
+def resolve_database_url(settings: Settings) -> str:
+    """``DATABASE_URL`` if set, otherwise the embedded server's URL (started if needed)."""
+    if settings.database_url:
+        return settings.database_url
+    return start_embedded_postgres(settings.embedded_data_dir)
+
+
+def describe_database(settings: Settings) -> str:
+    """A one-line, password-free description of where the data lives."""
+    if settings.database_url is None:
+        return f"embedded PostgreSQL, data in {settings.embedded_data_dir}"
+    from psycopg.conninfo import conninfo_to_dict
+
+    info = conninfo_to_dict(settings.database_url)
+    host = info.get("host") or "localhost"
+    return f"PostgreSQL at {host}:{info.get('port', 5432)}/{info.get('dbname', '')}"
+
+
+@asynccontextmanager
+async def open_saver(
+    settings: Settings | None = None,
+    *,
+    database_url: str | None = None,
+    max_size: int | None = None,
+) -> AsyncIterator[MemagentSaver]:
+    """Opens memagent's saver on a fresh pool, set up and ready; closes it on exit.
+
+    Args:
+        settings: Defaults to ``Settings.from_env()``.
+        database_url: Overrides the settings' database (tests use this).
+        max_size: Overrides the pool's upper bound.
+    """
+    settings = settings or Settings.from_env()
+    url = database_url or resolve_database_url(settings)
+    pool: AsyncConnectionPool[AsyncConnection[DictRow]] = AsyncConnectionPool(
+        url,
+        min_size=1,
+        max_size=max_size or settings.pool_max_size,
+        timeout=settings.pool_timeout,
+        kwargs=CONNECTION_KWARGS,
+        check=AsyncConnectionPool.check_connection,
+        open=False,
+    )
+    await pool.open(wait=True, timeout=settings.pool_timeout)
+    try:
+        saver = MemagentSaver(pool, url, busy_timeout=settings.thread_busy_timeout)
+        await saver.setup()
+        yield saver
+    finally:
+        await pool.close()
+
+
+@asynccontextmanager
+async def server_checkpointer() -> AsyncIterator[MemagentSaver]:
+    """The checkpointer ``langgraph.json`` names: entered once by the server, closed on exit.
+
+    On exit it also lets go of the embedded PostgreSQL, stopping it if no other program
+    uses it. pgserver does that from an ``atexit`` hook, but uvicorn ends the server by
+    re-raising SIGTERM, which skips ``atexit``: the database would keep running and
+    pgserver would count the dead server as a user forever.
+    """
+    try:
+        async with open_saver() as saver:
+            yield saver
+    finally:
+        await asyncio.to_thread(release_embedded_postgres)
+
+
+def release_embedded_postgres() -> None:
+    """Drops this process's handles on the embedded PostgreSQL; the last user stops it.
+
+    Only for a process that opens the database once (the server): a handle is per
+    process, so releasing it under another open saver of the same process would stop
+    the database beneath it.
+    """
+    while _EMBEDDED_SERVERS:
+        _EMBEDDED_SERVERS.pop().cleanup()
+
+
+__all__: Sequence[str] = (
+    "MemagentInMemorySaver",
+    "MemagentSaver",
+    "PurgeRefusedError",
+    "ThreadBusyError",
+    "open_saver",
+    "resolve_database_url",
+    "server_checkpointer",
+    "stamp_memory_event",
+)

@@ -1,0 +1,375 @@
+"""The ``memagent`` command: a terminal chat and the thread administration subcommands.
+
+Errors a user can cause are shown as one line on stderr with exit code 1; no traceback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from typing import Any, TypeVar
+
+import click
+import psycopg
+import psycopg_pool
+
+from agent.checkpointer import MemagentSaver, ThreadBusyError, open_saver
+from agent.session import ChatSession, MessageRejectedError, new_thread_id
+from agent.settings import Settings, SettingsError
+from agent.timeline import undo_target
+from tools import admin
+from tools.memory import UNDO_LOOKBACK, render_timeline
+
+T = TypeVar("T")
+USER_ERRORS = (
+    admin.AdminError,
+    MessageRejectedError,
+    ThreadBusyError,
+    SettingsError,
+    psycopg.OperationalError,
+    psycopg_pool.PoolTimeout,
+)
+CHAT_HELP = "Commands: /forget  /undo  /rewind ID  /timeline  /exit   (Ctrl-D also quits)"
+
+
+def _run(work: Callable[[], Awaitable[T]]) -> T:
+    """Runs async CLI work, turning user-caused failures into one line and exit 1."""
+    try:
+        return asyncio.run(work())  # type: ignore[arg-type]
+    except USER_ERRORS as error:
+        raise click.ClickException(_one_line(error)) from None
+
+
+def _one_line(error: BaseException) -> str:
+    text = " ".join(str(error).split()) or type(error).__name__
+    if isinstance(error, psycopg.OperationalError | psycopg_pool.PoolTimeout):
+        return f"database unavailable: {text}"
+    return text
+
+
+def _with_saver(action: Callable[[MemagentSaver], Awaitable[T]]) -> T:
+    """Runs one administration call on a freshly opened saver.
+
+    Any other database error (a constraint, a trigger, a permission) is also one line:
+    the operation ran in a transaction, so nothing was half done.
+    """
+
+    async def work() -> T:
+        async with open_saver(Settings.from_env()) as saver:
+            return await action(saver)
+
+    try:
+        return _run(work)
+    except psycopg.Error as error:
+        raise click.ClickException(f"database error: {_one_line(error)}") from None
+
+
+@click.group()
+def main() -> None:
+    """memagent: a chat agent whose memory you manage, kept in PostgreSQL."""
+
+
+@main.command()
+@click.option("--thread", "thread_id", help="Continue this thread (default: a new one).")
+def chat(thread_id: str | None) -> None:
+    """Chat in the terminal. Quit and resume later with --thread."""
+    _run(lambda: _chat(thread_id or new_thread_id()))
+
+
+async def _chat(thread_id: str) -> None:
+    admin.check_thread_id(thread_id)
+    async with ChatSession.open() as session:
+        click.echo(f"memagent  model: {session.model_label}")
+        click.echo(f"          database: {session.database_label}")
+        click.echo(
+            f"          thread: {thread_id}  (resume: {_program()} chat --thread {thread_id})"
+        )
+        click.echo(CHAT_HELP)
+        while True:
+            line = await asyncio.to_thread(_read_line, "you> ")
+            if line is None or line.strip() in {"/exit", "/quit"}:
+                click.echo("bye")
+                return
+            if not line.strip():
+                continue
+            try:
+                if line.startswith("/"):
+                    await _slash_command(session, thread_id, line.strip())
+                else:
+                    click.echo("agent> ", nl=False)
+                    async for part in session.stream(thread_id, line):
+                        click.echo(part, nl=False)
+                    click.echo()
+            except USER_ERRORS as error:
+                click.echo(f"\nerror: {_one_line(error)}", err=True)
+
+
+def _program() -> str:
+    """How the user started memagent, so the resume hint can be pasted as it is."""
+    return "python3 -m agent" if sys.argv[0].endswith("__main__.py") else "memagent"
+
+
+def _read_line(prompt: str) -> str | None:
+    click.echo(prompt, nl=False)
+    line = sys.stdin.readline()
+    if not line:
+        click.echo()
+        return None
+    return line.rstrip("\n")
+
+
+async def _slash_command(session: ChatSession, thread_id: str, line: str) -> None:
+    command, _, argument = line.partition(" ")
+    saver = session.saver
+    if command == "/timeline":
+        click.echo(render_timeline(await admin.atimeline(saver, thread_id)))
+    elif command == "/forget":
+        change = await admin.aforget(
+            saver, thread_id, reason=argument or "asked in the chat", surface="cli"
+        )
+        click.echo(f"Forgotten. Undo with /undo or /rewind (new head {change.checkpoint_id}).")
+    elif command == "/undo":
+        target = undo_target(await admin.atimeline(saver, thread_id, limit=UNDO_LOOKBACK))
+        if target is None:
+            click.echo("Nothing to undo yet.")
+            return
+        await admin.arewind(saver, thread_id, target, surface="cli")
+        click.echo(f"Undone: back to {target}.")
+    elif command == "/rewind":
+        if not argument.strip():
+            click.echo("Usage: /rewind CHECKPOINT_ID  (see /timeline for ids)")
+            return
+        change = await admin.arewind(saver, thread_id, argument.strip(), surface="cli")
+        click.echo(f"Rewound to {change.rewound_to}.")
+    elif command == "/help":
+        click.echo(CHAT_HELP)
+    else:
+        click.echo(f"Unknown command {command}. {CHAT_HELP}")
+
+
+def _echo_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, default=_json_default))
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    raise TypeError(f"not JSON: {type(value).__name__}")
+
+
+def _when(at: datetime | str | None) -> str:
+    """A time as the user's local wall-clock time."""
+    if isinstance(at, str):
+        at = datetime.fromisoformat(at)
+    return at.astimezone().strftime("%Y-%m-%d %H:%M:%S") if at else "?"
+
+
+@main.command()
+@click.option("--limit", default=100, show_default=True, help="How many threads.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def threads(limit: int, as_json: bool) -> None:
+    """List threads, most recently active first."""
+    rows = _with_saver(lambda saver: admin.athreads(saver, limit=limit))
+    if as_json:
+        _echo_json(rows)
+        return
+    if not rows:
+        click.echo("No threads yet.")
+    for row in rows:
+        click.echo(
+            f"{row['thread_id']}  last active {_when(row['last_activity'])}  "
+            f"{row['checkpoints']} checkpoints"
+        )
+
+
+def _tree_label(node: admin.TreeEntry, turns: dict[str, str]) -> str:
+    entry = node.entry
+    head = f"{entry.checkpoint_id}  {_when(entry.at)}"
+    if entry.kind == "turn":
+        return f'● {head}  "{entry.preview}"'
+    if entry.kind == "forget":
+        why = f" ({entry.reason})" if entry.reason else ""
+        undo = f"; undo: rewind to {node.undo}" if node.undo else ""
+        return f"✂ {head}  forgot{why}{undo}"
+    target = entry.rewound_to or "?"
+    if target in turns:  # a turn's point: the state just before its message
+        where = f' (before "{turns[target]}")'
+    elif node.parent in turns:  # a point later in that turn: after its message
+        where = f' (after "{turns[node.parent]}")'
+    else:
+        where = ""
+    return f"↩ {head}  rewound to {target}{where}"
+
+
+def render_tree(tree: admin.ThreadTree) -> str:
+    """The thread oldest first; each fork (a rewind) opens a branch.
+
+    A straight run of turns stays in one column; where a point has several
+    continuations, each gets a ``├─``/``└─`` branch, newer branches below. The point
+    the next turn continues from is marked.
+    """
+    children: dict[str | None, list[admin.TreeEntry]] = {}
+    for node in reversed(tree.entries):  # oldest first
+        children.setdefault(node.parent, []).append(node)
+    turns = {n.entry.checkpoint_id: n.entry.preview for n in tree.entries if n.entry.kind == "turn"}
+    current = next((n for n in tree.entries if n.on_head_branch), None)
+    lines: list[str] = []
+    if tree.hidden:
+        lines.append(f"… {tree.hidden} older entries not shown (see --limit)")
+    stack = [(root, "", "") for root in reversed(children.get(None, []))]
+    while stack:
+        node, first, rest = stack.pop()
+        prefix = first
+        while True:
+            mark = "   ← current" if node is current else ""
+            lines.append(prefix + _tree_label(node, turns) + mark)
+            kids = children.get(node.entry.checkpoint_id, [])
+            if len(kids) != 1:
+                break
+            node, prefix = kids[0], rest
+        for index in reversed(range(len(kids))):
+            last = index == len(kids) - 1
+            stack.append(
+                (kids[index], rest + ("└─ " if last else "├─ "), rest + ("   " if last else "│  "))
+            )
+    return "\n".join(lines) if lines else "No turns yet."
+
+
+@main.command()
+@click.argument("thread_id")
+@click.option("--limit", default=20, show_default=True, help="How many entries.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def timeline(thread_id: str, limit: int, as_json: bool) -> None:
+    """Show a thread's turns, forgets and rewinds as a tree of its branches.
+
+    Every id shown can be passed to `memagent rewind`: a turn's id is the point just
+    before that message, so rewinding there takes the message back.
+    """
+    tree = _with_saver(lambda saver: admin.atree(saver, thread_id, limit=limit))
+    if as_json:
+        _echo_json(
+            {
+                "thread_id": tree.thread_id,
+                "head": tree.head,
+                "hidden": tree.hidden,
+                "entries": [node.to_json() for node in tree.entries],
+            }
+        )
+    else:
+        click.echo(render_tree(tree))
+
+
+@main.command()
+@click.argument("thread_id")
+@click.option("--reason", help="Why (kept in the checkpoint metadata).")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def forget(thread_id: str, reason: str | None, as_json: bool) -> None:
+    """Forget a thread's conversation (soft: `memagent rewind` can undo it)."""
+    change = _with_saver(
+        lambda saver: admin.aforget(saver, thread_id, reason=reason, surface="cli")
+    )
+    if as_json:
+        _echo_json({"thread_id": change.thread_id, "checkpoint_id": change.checkpoint_id})
+    else:
+        click.echo(f"Forgot thread {thread_id}; new head {change.checkpoint_id}.")
+
+
+@main.command()
+@click.argument("thread_id")
+@click.argument("checkpoint_id")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def rewind(thread_id: str, checkpoint_id: str, as_json: bool) -> None:
+    """Return a thread to an earlier checkpoint (ids from `memagent timeline`)."""
+    change = _with_saver(
+        lambda saver: admin.arewind(saver, thread_id, checkpoint_id, surface="cli")
+    )
+    if as_json:
+        _echo_json(
+            {
+                "thread_id": change.thread_id,
+                "checkpoint_id": change.checkpoint_id,
+                "rewound_to": change.rewound_to,
+            }
+        )
+    else:
+        click.echo(
+            f"Rewound thread {thread_id} to {change.rewound_to}; new head {change.checkpoint_id}."
+        )
+
+
+def _counts(rows: dict[str, int]) -> str:
+    return ", ".join(f"{n} {table}" for table, n in rows.items())
+
+
+@main.command()
+@click.argument("thread_id")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def delete(thread_id: str, yes: bool, as_json: bool) -> None:
+    """Erase a thread for good: every checkpoint, blob and write, in one transaction."""
+    _checked(thread_id)
+    if not yes:
+        click.confirm(f"Erase thread {thread_id} permanently? It cannot be undone", abort=True)
+    erased = _with_saver(lambda saver: admin.adelete(saver, thread_id, surface="cli"))
+    if as_json:
+        _echo_json({"thread_id": thread_id, "rows": erased.rows})
+    elif not any(erased.rows.values()):
+        click.echo(f"Nothing to delete: thread {thread_id} has no saved rows.")
+    else:
+        click.echo(f"Deleted thread {thread_id}: {_counts(erased.rows)}.")
+
+
+@main.command()
+@click.argument("thread_id")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def purge(thread_id: str, as_json: bool) -> None:
+    """Erase everything older than the thread's newest forget; the thread goes on.
+
+    Afterwards that forget can no longer be undone.
+    """
+    erased = _with_saver(lambda saver: admin.apurge(saver, thread_id, surface="cli"))
+    if as_json:
+        _echo_json({"thread_id": thread_id, "rows": erased.rows, "kept_from": erased.kept_from})
+    else:
+        click.echo(f"Purged thread {thread_id} up to {erased.kept_from}: {_counts(erased.rows)}.")
+
+
+def _audit_detail(row: dict[str, Any]) -> str:
+    detail = row["detail"] or {}
+    if row["operation"] == "rewind" and detail.get("target"):
+        return f"  to {detail['target']}"
+    if row["operation"] == "purge" and detail.get("kept_from"):
+        return f"  kept from {detail['kept_from']}"
+    if row["operation"] == "delete":
+        return f"  {sum(v for v in detail.values() if isinstance(v, int))} rows"
+    return ""
+
+
+@main.command()
+@click.argument("thread_id", required=False)
+@click.option("--limit", default=100, show_default=True, help="How many lines.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def audit(thread_id: str | None, limit: int, as_json: bool) -> None:
+    """Show the audit log of memory operations (no conversation content), newest first."""
+    rows = _with_saver(lambda saver: admin.aaudit(saver, thread_id, limit=limit))
+    if as_json:
+        _echo_json(rows)
+        return
+    if not rows:
+        click.echo("No memory operations recorded.")
+    for row in rows:
+        who = f" by {row['actor']}" if row["actor"] else ""
+        click.echo(
+            f"{_when(row['at'])}  {row['operation']:<7} {row['thread_id']}  "
+            f"via {row['surface']}{who}{_audit_detail(row)}"
+        )
+
+
+def _checked(thread_id: str) -> str:
+    try:
+        return admin.check_thread_id(thread_id)
+    except admin.AdminError as error:
+        raise click.ClickException(str(error)) from None

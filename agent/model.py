@@ -1,0 +1,190 @@
+"""Which chat model answers: a configured one, or the offline demo model.
+
+``MEMAGENT_MODEL`` takes any ``init_chat_model`` spec (``openai:gpt-4o-mini``, ...);
+with ``OPENAI_BASE_URL`` it reaches OpenAI-compatible servers such as Ollama or vLLM.
+With nothing configured and no key, the offline model answers: deterministic, no
+network, and honest about what it is.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import AsyncIterator, Iterator, Sequence
+from typing import Any
+
+from langchain_core.callbacks import (
+    AsyncCallbackManagerForLLMRun,
+    CallbackManagerForLLMRun,
+)
+from langchain_core.language_models import BaseChatModel, LanguageModelInput
+from langchain_core.messages import (
+    AIMessage,
+    AIMessageChunk,
+    BaseMessage,
+    HumanMessage,
+    ToolMessage,
+)
+from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
+from langchain_core.runnables import Runnable
+from langchain_core.tools import BaseTool
+
+from agent.prompts import UNDO_HINT
+from agent.settings import OFFLINE_MODEL, Settings
+
+OFFLINE_LABEL = "offline demo model (no LLM; set MEMAGENT_MODEL or OPENAI_API_KEY for a real one)"
+DEFAULT_OPENAI_MODEL = "openai:gpt-4o-mini"
+
+_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", re.I)
+_FORGET = re.compile(r"\bforget\b", re.I)
+_REWIND = re.compile(r"\b(go back|rewind|undo)\b", re.I)
+_TIMELINE = re.compile(r"\b(timeline|history)\b", re.I)
+_RECALL = re.compile(r"\b(remember|recall|what did i|what have i|what do you know)\b", re.I)
+_MY_QUESTION = re.compile(r"\bwhat(?:'s| is| are)\s+my\s+([\w ]+?)\s*\??$", re.I)
+
+
+class OfflineChatModel(BaseChatModel):
+    """A deterministic stand-in for an LLM, so memagent runs without a key or network.
+
+    It answers from what the thread remembers (its input is the thread's messages),
+    which makes persistence, forgetting and rewinding visible in a demo:
+
+    * "forget this/that/everything" calls ``forget_conversation``;
+    * "go back", "rewind", "undo" call ``rewind_to`` with an id from the message, or
+      first ``conversation_timeline`` and then ``rewind_to`` the previous turn;
+    * "show the timeline/history" calls ``conversation_timeline``;
+    * "what is my X?" and "what do you remember?" answer from earlier user messages;
+    * anything else is acknowledged.
+    """
+
+    tool_names: tuple[str, ...] = ()
+
+    @property
+    def _llm_type(self) -> str:
+        return "memagent-offline"
+
+    def bind_tools(
+        self, tools: Sequence[dict[str, Any] | type | Any | BaseTool], **kwargs: Any
+    ) -> Runnable[LanguageModelInput, AIMessage]:
+        names = tuple(t.name for t in tools if isinstance(t, BaseTool))
+        return self.model_copy(update={"tool_names": names})
+
+    def _generate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        return ChatResult(generations=[ChatGeneration(message=self.respond(messages))])
+
+    def _stream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> Iterator[ChatGenerationChunk]:
+        yield from _chunks(self.respond(messages))
+
+    async def _astream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> AsyncIterator[ChatGenerationChunk]:
+        for chunk in _chunks(self.respond(messages)):
+            yield chunk
+
+    def respond(self, messages: list[BaseMessage]) -> AIMessage:
+        """The reply to a conversation (system prompt first, as the graph sends it)."""
+        last = messages[-1] if messages else None
+        n = len(messages)
+        if isinstance(last, ToolMessage):
+            return self._after_tool(messages, last)
+        text = last.text if isinstance(last, HumanMessage) else ""
+        if _FORGET.search(text) and "forget_conversation" in self.tool_names:
+            return _call("forget_conversation", {"reason": "the user asked me to forget"}, n)
+        if _REWIND.search(text) and "rewind_to" in self.tool_names:
+            if match := _UUID.search(text):
+                return _call("rewind_to", {"checkpoint_id": match.group(0).lower()}, n)
+            return _call("conversation_timeline", {"limit": 3}, n, call_id="undo-lookup")
+        if _TIMELINE.search(text) and "conversation_timeline" in self.tool_names:
+            return _call("conversation_timeline", {"limit": 20}, n)
+        return AIMessage(content=_answer(text, _earlier_user_texts(messages)))
+
+    def _after_tool(self, messages: list[BaseMessage], result: ToolMessage) -> AIMessage:
+        if result.tool_call_id.startswith("undo-lookup"):
+            hint = next((ln for ln in result.text.splitlines() if ln.startswith(UNDO_HINT)), "")
+            if match := _UUID.search(hint):
+                return _call("rewind_to", {"checkpoint_id": match.group(0)}, len(messages))
+            return AIMessage(content="There is nothing earlier to go back to.")
+        return AIMessage(content=result.text)
+
+
+def _call(name: str, args: dict[str, Any], position: int, *, call_id: str = "call") -> AIMessage:
+    """A tool call whose id is derived from the conversation length: deterministic."""
+    return AIMessage(
+        content="",
+        tool_calls=[{"name": name, "args": args, "id": f"{call_id}-{position}"}],
+    )
+
+
+def _chunks(message: AIMessage) -> Iterator[ChatGenerationChunk]:
+    if message.tool_calls:
+        yield ChatGenerationChunk(
+            message=AIMessageChunk(
+                content="",
+                tool_call_chunks=[
+                    {"name": c["name"], "args": _json(c["args"]), "id": c["id"], "index": i}
+                    for i, c in enumerate(message.tool_calls)
+                ],
+            )
+        )
+        return
+    for word in re.findall(r"\S+\s*", message.text) or [""]:
+        yield ChatGenerationChunk(message=AIMessageChunk(content=word))
+
+
+def _json(args: dict[str, Any]) -> str:
+    return json.dumps(args)
+
+
+def _earlier_user_texts(messages: list[BaseMessage]) -> list[str]:
+    return [m.text for m in messages[:-1] if isinstance(m, HumanMessage)]
+
+
+def _answer(text: str, earlier: list[str]) -> str:
+    if match := _MY_QUESTION.search(text.strip()):
+        topic = match.group(1).strip().lower()
+        said = [t for t in earlier if f"my {topic}" in t.lower() and not t.rstrip().endswith("?")]
+        if said:
+            return f'You told me: "{said[-1]}"'
+        return f"I don't know your {topic}: you haven't told me in this conversation."
+    if _RECALL.search(text):
+        if not earlier:
+            return "I don't remember anything from this conversation yet."
+        return "Here is what you've told me: " + " | ".join(f'"{t}"' for t in earlier)
+    return f'Noted: "{text}". (I am the offline demo model; ask me what I remember.)'
+
+
+def load_model(settings: Settings | None = None) -> tuple[BaseChatModel, str]:
+    """The chat model to use and a one-line label for the banner.
+
+    Returns:
+        The model, and a label that says which model it is.
+    """
+    settings = settings or Settings.from_env()
+    spec = settings.model
+    if spec == OFFLINE_MODEL or (spec is None and not settings.openai_api_key):
+        return OfflineChatModel(), OFFLINE_LABEL
+    from langchain.chat_models import init_chat_model
+
+    spec = spec or DEFAULT_OPENAI_MODEL
+    kwargs: dict[str, Any] = {}
+    if settings.openai_base_url:
+        kwargs["base_url"] = settings.openai_base_url
+    if settings.openai_api_key:
+        kwargs["api_key"] = settings.openai_api_key
+    return init_chat_model(spec, **kwargs), spec

@@ -1,0 +1,114 @@
+"""Every setting memagent reads from the environment, parsed and typed in one place.
+
+Settings are read when asked for (``Settings.from_env()``), not at import time, so a
+test that changes the environment with ``monkeypatch`` sees its change.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import platformdirs
+
+OFFLINE_MODEL = "offline"
+"""The value of ``MEMAGENT_MODEL`` that selects the built-in deterministic model."""
+
+
+class SettingsError(ValueError):
+    """An environment variable holds a value memagent cannot use."""
+
+
+def _int(env: Mapping[str, str], name: str, default: int, *, minimum: int = 1) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be a whole number, got {raw!r}") from None
+    if value < minimum:
+        raise SettingsError(f"{name} must be at least {minimum}, got {value}")
+    return value
+
+
+def _float(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be a number of seconds, got {raw!r}") from None
+    if value < 0:
+        raise SettingsError(f"{name} must not be negative, got {value}")
+    return value
+
+
+def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw in {"1", "true", "yes", "on"}:
+        return True
+    if raw in {"0", "false", "no", "off"}:
+        return False
+    raise SettingsError(f"{name} must be true or false, got {raw!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """memagent's configuration.
+
+    Attributes:
+        database_url: The PostgreSQL server to use; ``None`` starts the embedded one.
+        home: Where memagent keeps its own files (the embedded database lives in
+            ``home / "pgdata"``).
+        model: An ``init_chat_model`` spec such as ``openai:gpt-4o-mini``, or
+            ``"offline"``; ``None`` means "a real model if an OpenAI key is set".
+        openai_api_key: Passed to OpenAI-compatible models.
+        openai_base_url: For OpenAI-compatible servers (Ollama, vLLM, ...).
+        pool_max_size: Upper bound of the connection pool.
+        pool_timeout: Seconds a caller waits for a pooled connection.
+        thread_busy_timeout: Seconds a turn or memory operation waits for another
+            turn on the same thread before it is refused.
+        auth_enabled: Whether the server's thread-ownership handler is active.
+    """
+
+    database_url: str | None
+    home: Path
+    model: str | None
+    openai_api_key: str | None
+    openai_base_url: str | None
+    pool_max_size: int = 10
+    pool_timeout: float = 30.0
+    thread_busy_timeout: float = 30.0
+    auth_enabled: bool = False
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """Reads the settings from ``env`` (default: ``os.environ``).
+
+        Raises:
+            SettingsError: A variable is set to a value that cannot be used.
+        """
+        env = os.environ if env is None else env
+        home = env.get("MEMAGENT_HOME", "").strip()
+        return cls(
+            database_url=env.get("DATABASE_URL", "").strip() or None,
+            home=Path(home).expanduser() if home else Path(platformdirs.user_data_dir("memagent")),
+            model=env.get("MEMAGENT_MODEL", "").strip() or None,
+            openai_api_key=env.get("OPENAI_API_KEY", "").strip() or None,
+            openai_base_url=env.get("OPENAI_BASE_URL", "").strip() or None,
+            pool_max_size=_int(env, "MEMAGENT_POOL_MAX_SIZE", 10),
+            pool_timeout=_float(env, "MEMAGENT_POOL_TIMEOUT", 30.0),
+            thread_busy_timeout=_float(env, "MEMAGENT_THREAD_BUSY_TIMEOUT", 30.0),
+            auth_enabled=_bool(env, "MEMAGENT_AUTH", False),
+        )
+
+    @property
+    def embedded_data_dir(self) -> Path:
+        """The embedded PostgreSQL's data directory (used only without ``DATABASE_URL``)."""
+        return self.home / "pgdata"

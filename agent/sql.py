@@ -1,0 +1,274 @@
+"""Every SQL statement memagent writes by hand, as named constants with parameters only.
+
+langgraph's saver owns its tables (``checkpoints``, ``checkpoint_blobs``,
+``checkpoint_writes``) and their migrations. The statements here cover what its API
+cannot do, each saying why next to it.
+"""
+
+SETUP_LOCK_KEY = 0x6D656D61  # "mema": one advisory-lock key for all of memagent's setup
+"""Serialises ``setup()`` across processes.
+
+Stock ``setup()`` races when several processes start on an empty database: two
+``CREATE TABLE IF NOT EXISTS`` collide on the catalog and two processes insert the same
+migration version. A session-level advisory lock (held on its own connection, because
+``CREATE INDEX CONCURRENTLY`` in langgraph's migrations cannot run in a transaction)
+lets one process migrate while the others wait, then find nothing left to do.
+"""
+
+ACQUIRE_SETUP_LOCK = "SELECT pg_advisory_lock(%s)"
+RELEASE_SETUP_LOCK = "SELECT pg_advisory_unlock(%s)"
+
+# memagent's own tables. Append-only: the position of a migration is its version.
+MIGRATIONS: tuple[str, ...] = (
+    """CREATE TABLE IF NOT EXISTS memagent_migrations (v INTEGER PRIMARY KEY)""",
+    """CREATE TABLE IF NOT EXISTS memagent_audit (
+    id BIGSERIAL PRIMARY KEY,
+    at TIMESTAMPTZ NOT NULL DEFAULT now(),
+    operation TEXT NOT NULL,
+    thread_id TEXT NOT NULL,
+    surface TEXT NOT NULL,
+    actor TEXT,
+    detail JSONB NOT NULL DEFAULT '{}'
+)""",
+    """CREATE INDEX IF NOT EXISTS memagent_audit_thread_idx ON memagent_audit (thread_id, id)""",
+    """CREATE TABLE IF NOT EXISTS memagent_thread_leases (
+    thread_id TEXT PRIMARY KEY,
+    holder TEXT NOT NULL,
+    expires_at TIMESTAMPTZ NOT NULL
+)""",
+)
+SELECT_MIGRATION_VERSION = "SELECT max(v) AS v FROM memagent_migrations"
+INSERT_MIGRATION_VERSION = "INSERT INTO memagent_migrations (v) VALUES (%s)"
+
+# The timeline walks the head's lineage (parent links, so a rewind's fork is followed
+# and abandoned branches are not listed) reading metadata and the turn's input write
+# only: the ``__start__`` task's ``messages`` write on an ``input`` checkpoint is the
+# user's message. The library's ``alist`` would load every listed checkpoint's full
+# message blob, so its cost would grow with the thread instead of with ``limit``.
+# PostgreSQL evaluates a recursive query only as far as the outer LIMIT pulls rows, so
+# the walk stops after ``limit`` entries; ``depth`` restores the walk order after it.
+SELECT_TIMELINE = """
+WITH RECURSIVE lineage AS (
+    (SELECT checkpoint_id, parent_checkpoint_id, checkpoint ->> 'ts' AS ts, metadata, 0 AS depth
+     FROM checkpoints
+     WHERE thread_id = %(thread_id)s AND checkpoint_ns = ''
+     ORDER BY checkpoint_id DESC
+     LIMIT 1)
+    UNION ALL
+    SELECT c.checkpoint_id, c.parent_checkpoint_id, c.checkpoint ->> 'ts', c.metadata,
+           l.depth + 1
+    FROM lineage l
+    JOIN checkpoints c
+      ON c.thread_id = %(thread_id)s
+     AND c.checkpoint_ns = ''
+     AND c.checkpoint_id = l.parent_checkpoint_id
+)
+SELECT e.checkpoint_id, e.parent_checkpoint_id, e.ts, e.metadata,
+       w.type AS input_type, w.blob AS input_blob
+FROM (
+    SELECT * FROM lineage
+    WHERE metadata ->> 'source' = 'input'
+       OR metadata ? 'memory_cleared'
+       OR metadata ? 'rewound_to'
+    LIMIT %(limit)s
+) e
+LEFT JOIN LATERAL (
+    SELECT cw.type, cw.blob
+    FROM checkpoint_writes cw
+    WHERE cw.thread_id = %(thread_id)s
+      AND cw.checkpoint_ns = ''
+      AND cw.checkpoint_id = e.checkpoint_id
+      AND cw.channel = 'messages'
+      AND e.metadata ->> 'source' = 'input'
+    ORDER BY cw.task_id, cw.idx
+    LIMIT 1
+) w ON TRUE
+ORDER BY e.depth
+"""
+
+# Only the root metadata is needed to locate a checkpoint; ``aget_tuple`` would load
+# the state too.
+SELECT_ROOT_CHECKPOINT_EXISTS = """
+SELECT 1 FROM checkpoints WHERE thread_id = %s AND checkpoint_ns = '' AND checkpoint_id = %s
+"""
+
+# The library has no way to list threads.
+SELECT_THREADS = """
+SELECT thread_id,
+       count(*) AS checkpoints,
+       max(checkpoint ->> 'ts') AS last_activity
+FROM checkpoints
+WHERE checkpoint_ns = ''
+GROUP BY thread_id
+ORDER BY last_activity DESC
+LIMIT %s
+"""
+
+# ``adelete_thread`` runs its three deletes outside a transaction and reports nothing;
+# these run inside one and return how many rows each removed.
+DELETE_THREAD: tuple[tuple[str, str], ...] = (
+    ("checkpoint_writes", "DELETE FROM checkpoint_writes WHERE thread_id = %s"),
+    ("checkpoint_blobs", "DELETE FROM checkpoint_blobs WHERE thread_id = %s"),
+    ("checkpoints", "DELETE FROM checkpoints WHERE thread_id = %s"),
+)
+
+# Purge keeps the thread from its newest forget on. ``aprune`` can only keep the
+# latest checkpoint or nothing, so the cut is made here, in one transaction.
+SELECT_NEWEST_FORGET = """
+SELECT checkpoint_id FROM checkpoints
+WHERE thread_id = %s AND checkpoint_ns = '' AND metadata ? 'memory_cleared'
+ORDER BY checkpoint_id DESC
+LIMIT 1
+"""
+# What the purge keeps must descend from the forget: a branch that forked off before it
+# (a rewind there restores the forgotten messages into newer checkpoints) goes too. Ids
+# and parent links only, so the purge reads no message blob.
+SELECT_ROOT_LINKS_FROM = """
+SELECT checkpoint_id, parent_checkpoint_id FROM checkpoints
+WHERE thread_id = %s AND checkpoint_ns = '' AND checkpoint_id >= %s
+ORDER BY checkpoint_id
+"""
+PURGE_WRITES_BEFORE = """
+DELETE FROM checkpoint_writes
+WHERE thread_id = %(thread_id)s
+  AND (checkpoint_id < %(cut)s OR (checkpoint_ns = '' AND checkpoint_id = ANY(%(dropped)s)))
+"""
+PURGE_CHECKPOINTS_BEFORE = """
+DELETE FROM checkpoints
+WHERE thread_id = %(thread_id)s
+  AND (checkpoint_id < %(cut)s OR (checkpoint_ns = '' AND checkpoint_id = ANY(%(dropped)s)))
+"""
+PURGE_DETACH_PARENTS = """
+UPDATE checkpoints SET parent_checkpoint_id = NULL
+WHERE thread_id = %s AND parent_checkpoint_id < %s
+"""
+PURGE_UNREFERENCED_BLOBS = """
+DELETE FROM checkpoint_blobs b
+WHERE b.thread_id = %s
+  AND NOT EXISTS (
+    SELECT 1 FROM checkpoints c
+    WHERE c.thread_id = b.thread_id
+      AND c.checkpoint_ns = b.checkpoint_ns
+      AND c.checkpoint -> 'channel_versions' ->> b.channel = b.version
+  )
+"""
+
+INSERT_AUDIT = """
+INSERT INTO memagent_audit (operation, thread_id, surface, actor, detail)
+VALUES (%s, %s, %s, %s, %s)
+"""
+SELECT_AUDIT = """
+SELECT id, at, operation, thread_id, surface, actor, detail FROM memagent_audit
+WHERE (%(thread_id)s::text IS NULL OR thread_id = %(thread_id)s)
+ORDER BY id DESC
+LIMIT %(limit)s
+"""
+
+# A lease row marks a thread as busy with a turn. Unlike an advisory lock it holds no
+# connection while the model thinks, so a small pool can serve many threads at once.
+ACQUIRE_THREAD_LEASE = """
+INSERT INTO memagent_thread_leases (thread_id, holder, expires_at)
+VALUES (%s, %s, now() + make_interval(secs => %s))
+ON CONFLICT (thread_id) DO UPDATE
+    SET holder = EXCLUDED.holder, expires_at = EXCLUDED.expires_at
+    WHERE memagent_thread_leases.expires_at < now()
+RETURNING holder
+"""
+RELEASE_THREAD_LEASE = """
+DELETE FROM memagent_thread_leases WHERE thread_id = %s AND holder = %s
+"""
+
+# ``tools.admin``: whether a thread exists, without loading its state as ``aget_tuple``
+# would.
+SELECT_HEAD_ID = """
+SELECT checkpoint_id FROM checkpoints
+WHERE thread_id = %s AND checkpoint_ns = ''
+ORDER BY checkpoint_id DESC
+LIMIT 1
+"""
+
+# The CLI's tree: every root checkpoint's links (to connect the timeline points across
+# all branches), with time and metadata only for the points themselves, then the user
+# messages of the turns shown. No message blob is read.
+SELECT_TREE_LINKS = """
+SELECT checkpoint_id, parent_checkpoint_id,
+       CASE WHEN point THEN checkpoint ->> 'ts' END AS ts,
+       CASE WHEN point THEN metadata END AS metadata
+FROM (
+    SELECT checkpoint_id, parent_checkpoint_id, checkpoint, metadata,
+           (metadata ->> 'source' = 'input'
+            OR metadata ? 'memory_cleared'
+            OR metadata ? 'rewound_to') AS point
+    FROM checkpoints
+    WHERE thread_id = %s AND checkpoint_ns = ''
+) c
+ORDER BY checkpoint_id
+"""
+SELECT_TURN_INPUTS = """
+SELECT DISTINCT ON (checkpoint_id) checkpoint_id, type, blob
+FROM checkpoint_writes
+WHERE thread_id = %s AND checkpoint_ns = '' AND checkpoint_id = ANY(%s) AND channel = 'messages'
+ORDER BY checkpoint_id, task_id, idx
+"""
+
+# The server's thread copy and run rollback (``acopy_thread``, ``adelete_for_runs``):
+# ``AsyncPostgresSaver`` has neither, and the server's fallback copy replays every
+# checkpoint through ``aput`` as if all channels were new, which would re-stamp memory
+# metadata onto every later checkpoint. Copying rows as they are keeps ids, parents and
+# metadata exactly.
+# Copy a thread's rows under a new thread id. ``thread_id`` inside the metadata (the
+# server puts it there) follows the copy; everything else, ids and parents included,
+# stays byte for byte. ON CONFLICT: copying twice into the same target is harmless.
+COPY_THREAD: tuple[tuple[str, str], ...] = (
+    (
+        "checkpoints",
+        """
+INSERT INTO checkpoints
+    (thread_id, checkpoint_ns, checkpoint_id, parent_checkpoint_id, type, checkpoint, metadata)
+SELECT %(target)s, checkpoint_ns, checkpoint_id, parent_checkpoint_id, type, checkpoint,
+       CASE WHEN metadata ? 'thread_id'
+            THEN metadata || jsonb_build_object('thread_id', %(target)s::text)
+            ELSE metadata END
+FROM checkpoints WHERE thread_id = %(source)s
+ON CONFLICT DO NOTHING
+""",
+    ),
+    (
+        "checkpoint_blobs",
+        """
+INSERT INTO checkpoint_blobs (thread_id, checkpoint_ns, channel, version, type, blob)
+SELECT %(target)s, checkpoint_ns, channel, version, type, blob
+FROM checkpoint_blobs WHERE thread_id = %(source)s
+ON CONFLICT DO NOTHING
+""",
+    ),
+    (
+        "checkpoint_writes",
+        """
+INSERT INTO checkpoint_writes
+    (thread_id, checkpoint_ns, checkpoint_id, task_id, task_path, idx, channel, type, blob)
+SELECT %(target)s, checkpoint_ns, checkpoint_id, task_id, task_path, idx, channel, type, blob
+FROM checkpoint_writes WHERE thread_id = %(source)s
+ON CONFLICT DO NOTHING
+""",
+    ),
+)
+
+# Roll back runs: their checkpoints and those checkpoints' writes go, in one
+# statement; the threads they touched are returned so that their orphaned blobs can be
+# removed. ``run_id`` is not indexed (the server stamps it into the metadata), so this
+# scans ``checkpoints``; it runs only when a run is rolled back.
+DELETE_FOR_RUNS = """
+WITH doomed AS (
+    DELETE FROM checkpoints WHERE metadata ->> 'run_id' = ANY(%s)
+    RETURNING thread_id, checkpoint_ns, checkpoint_id
+), doomed_writes AS (
+    DELETE FROM checkpoint_writes w
+    USING doomed d
+    WHERE w.thread_id = d.thread_id
+      AND w.checkpoint_ns = d.checkpoint_ns
+      AND w.checkpoint_id = d.checkpoint_id
+    RETURNING 1
+)
+SELECT DISTINCT thread_id FROM doomed
+"""

@@ -1,0 +1,58 @@
+"""The chat graph's state.
+
+Besides the conversation, the state carries two small memory channels:
+
+* ``memory_requests``: what the memory tools asked for during the current step. The
+  tools only *request* a forget or a rewind; the ``apply_memory`` node carries it out
+  once every tool call of the step has answered, so the conversation it leaves behind
+  never holds a tool result whose calling message was removed.
+* ``memory_event``: written exactly once by the step that changes memory. The saver
+  copies it into that checkpoint's metadata (``memory_cleared`` / ``rewound_to``),
+  because langgraph has no other way to put metadata on a single step's checkpoint.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal, NotRequired, TypedDict
+
+from langchain_core.messages import AnyMessage
+from langgraph.graph.message import add_messages
+
+
+class MemoryRequest(TypedDict):
+    """A forget or rewind asked for by a tool call, applied after the tool step."""
+
+    kind: Literal["forget", "rewind"]
+    tool_call_id: str
+    reason: NotRequired[str]
+    target: NotRequired[str]
+
+
+class MemoryEvent(TypedDict):
+    """The change a memory operation made; becomes its checkpoint's metadata."""
+
+    kind: Literal["forget", "rewind"]
+    timestamp: int
+    reason: NotRequired[str]
+    target: NotRequired[str]
+
+
+def collect_requests(
+    current: list[MemoryRequest] | None, update: list[MemoryRequest] | None
+) -> list[MemoryRequest]:
+    """Gathers the requests of parallel tool calls; ``None`` empties the list.
+
+    Parallel tool calls write in the same step, so a plain value would reject the
+    second write; the apply node writes ``None`` once it has acted.
+    """
+    if update is None:
+        return []
+    return [*(current or []), *update]
+
+
+class State(TypedDict):
+    """The conversation of one thread plus the memory channels described above."""
+
+    messages: Annotated[list[AnyMessage], add_messages]
+    memory_requests: NotRequired[Annotated[list[MemoryRequest], collect_requests]]
+    memory_event: NotRequired[MemoryEvent | None]

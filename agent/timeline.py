@@ -1,0 +1,164 @@
+"""The thread timeline: one entry per turn, plus the forgets and rewinds between them.
+
+A turn's entry points at its *rewind point*: the ``input`` checkpoint langgraph writes
+before applying the user's message, whose state is the conversation just before that
+message. Rewinding there undoes the turn and everything after it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from typing import Any, Literal
+
+from langchain_core.messages import HumanMessage
+from langchain_core.runnables import RunnableConfig
+from langgraph.checkpoint.base import BaseCheckpointSaver, CheckpointMetadata
+
+PREVIEW_CHARS = 80
+DEFAULT_TIMELINE_LIMIT = 20
+MAX_TIMELINE_LIMIT = 200
+
+
+@dataclass(frozen=True, slots=True)
+class TimelineEntry:
+    """One line of a thread's timeline.
+
+    Attributes:
+        checkpoint_id: Pass this to ``rewind_to`` to return to this point.
+        parent_id: The checkpoint this one follows; a rewind's parent is its target,
+            which is how the branches of a thread are drawn.
+        at: When the checkpoint was written.
+        kind: ``turn`` (the point just before a user message), ``forget`` or ``rewind``.
+        preview: The first characters of the turn's user message.
+        reason: Why the forget happened, if the caller said.
+        rewound_to: The checkpoint a rewind returned to.
+        in_turn: The forget or rewind was made by a tool during a turn (rather than
+            from the CLI or code); that turn's own entry follows it.
+    """
+
+    checkpoint_id: str
+    parent_id: str | None
+    at: datetime | None
+    kind: Literal["turn", "forget", "rewind"]
+    preview: str = ""
+    reason: str | None = None
+    rewound_to: str | None = None
+    in_turn: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready dict (times as ISO 8601 text)."""
+        data = asdict(self)
+        data["at"] = self.at.isoformat() if self.at else None
+        return data
+
+
+def preview_text(text: str) -> str:
+    """Shortens a message to one line of at most ``PREVIEW_CHARS`` characters."""
+    flat = " ".join(text.split())
+    return flat if len(flat) <= PREVIEW_CHARS else flat[: PREVIEW_CHARS - 1] + "…"
+
+
+def first_user_text(turn_input: Any) -> str:
+    """The text of the user message in a turn's ``messages`` input write."""
+    messages = turn_input if isinstance(turn_input, list) else [turn_input]
+    for message in messages:
+        if isinstance(message, HumanMessage):
+            return message.text
+        if isinstance(message, dict) and message.get("role") in {"user", "human"}:
+            return str(message.get("content", ""))
+        if isinstance(message, str):
+            return message
+    return ""
+
+
+def entry_from(
+    checkpoint_id: str,
+    parent_id: str | None,
+    ts: str | None,
+    metadata: CheckpointMetadata | dict[str, Any],
+    turn_input: Any,
+) -> TimelineEntry | None:
+    """Builds the entry for a checkpoint, or ``None`` when it is not a timeline point."""
+    at = datetime.fromisoformat(ts) if ts else None
+    in_turn = metadata.get("source") == "loop"
+    if metadata.get("memory_cleared"):
+        reason = metadata.get("reason")
+        return TimelineEntry(
+            checkpoint_id,
+            parent_id,
+            at,
+            "forget",
+            reason=str(reason) if reason else None,
+            in_turn=in_turn,
+        )
+    if rewound_to := metadata.get("rewound_to"):
+        return TimelineEntry(
+            checkpoint_id, parent_id, at, "rewind", rewound_to=str(rewound_to), in_turn=in_turn
+        )
+    if metadata.get("source") == "input":
+        text = first_user_text(turn_input)
+        return TimelineEntry(checkpoint_id, parent_id, at, "turn", preview=preview_text(text))
+    return None
+
+
+async def read_timeline(
+    saver: BaseCheckpointSaver[Any], thread_id: str, limit: int = DEFAULT_TIMELINE_LIMIT
+) -> list[TimelineEntry]:
+    """The newest ``limit`` entries on the head's branch of a thread, newest first.
+
+    The walk follows parent links from the head, so after a rewind the abandoned
+    branch is not listed (its ids still work with ``rewind_to``). Savers that know a
+    cheaper way (memagent's Postgres saver reads no message blobs) provide
+    ``atimeline``; any other langgraph saver is walked through ``aget_tuple``.
+    """
+    limit = max(1, min(limit, MAX_TIMELINE_LIMIT))
+    own = getattr(saver, "atimeline", None)
+    if own is not None:
+        entries: list[TimelineEntry] = await own(thread_id, limit)
+        return entries
+    found: list[TimelineEntry] = []
+    config: RunnableConfig = {"configurable": {"thread_id": thread_id, "checkpoint_ns": ""}}
+    item = await saver.aget_tuple(config)
+    while item is not None and len(found) < limit:
+        turn_input = next(
+            (value for _, channel, value in item.pending_writes or [] if channel == "messages"),
+            None,
+        )
+        parent = item.parent_config["configurable"]["checkpoint_id"] if item.parent_config else None
+        entry = entry_from(
+            item.config["configurable"]["checkpoint_id"],
+            parent,
+            item.checkpoint.get("ts"),
+            item.metadata,
+            turn_input,
+        )
+        if entry is not None:
+            found.append(entry)
+        item = await saver.aget_tuple(item.parent_config) if item.parent_config else None
+    return found
+
+
+def undo_target(entries: list[TimelineEntry]) -> str | None:
+    """Where "undo" goes: the point just before the newest change on this branch.
+
+    A turn is undone by returning to its rewind point. A forget made out of band is
+    undone by returning to the checkpoint before it; one the model made is undone
+    with the turn that asked for it, which comes next. A rewind's own target is
+    skipped, because the thread is already there; what came before it is the change
+    to undo.
+
+    Args:
+        entries: The branch's timeline, newest first, without the turn asking to undo.
+    """
+    already_at: set[str] = set()
+    for entry in entries:
+        if entry.kind == "rewind":
+            already_at.add(entry.rewound_to or "")
+        elif entry.checkpoint_id in already_at:
+            continue
+        elif entry.kind == "turn":
+            return entry.checkpoint_id
+        elif not entry.in_turn:
+            return entry.parent_id
+    return None

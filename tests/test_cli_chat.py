@@ -1,0 +1,102 @@
+"""``memagent chat`` end to end: a real process, scripted stdin, a real database."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+
+from agent.prompts import FORGET_CONFIRMATION
+from agent.settings import Settings
+
+UUID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
+
+
+def chat(*lines: str, thread: str | None = None) -> str:
+    """Runs ``python -m agent chat`` with ``lines`` as the user's input; returns stdout."""
+    args = [sys.executable, "-m", "agent", "chat"]
+    if thread:
+        args += ["--thread", thread]
+    done = subprocess.run(
+        args, input="\n".join(lines) + "\n", capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stderr
+    return done.stdout + done.stderr
+
+
+@pytest.mark.usefixtures("settings")
+def test_quit_and_resume_the_same_thread() -> None:
+    thread = f"cli-{uuid.uuid4()}"
+    first = chat("my name is Grace Hopper", "/exit", thread=thread)
+    assert "offline demo model" in first
+    assert "PostgreSQL at" in first
+    assert f"python3 -m agent chat --thread {thread}" in first
+
+    second = chat("what is my name?", thread=thread)  # ends with EOF, like Ctrl-D
+    assert 'You told me: "my name is Grace Hopper"' in second
+
+
+@pytest.mark.usefixtures("settings")
+def test_a_new_chat_prints_its_thread_so_it_can_be_resumed() -> None:
+    out = chat("my name is Alan", "/exit")
+    thread = re.search(r"--thread ([^\s)]+)", out)
+    assert thread is not None
+    assert "my name is Alan" in chat("what is my name?", thread=thread.group(1))
+
+
+@pytest.mark.usefixtures("settings")
+def test_slash_commands_forget_undo_rewind_timeline() -> None:
+    thread = f"cli-{uuid.uuid4()}"
+    out = chat(
+        "my address is 12 Main St",
+        "/forget",
+        "what is my address?",
+        "/undo",
+        "/undo",
+        "what is my address?",
+        "/timeline",
+        "/rewind not-an-id",
+        "/rewind",
+        thread=thread,
+    )
+    replies = [line for line in out.splitlines() if "agent> " in line]
+    assert "Noted" in replies[0]
+    assert "Forgotten." in out
+    assert "don't know your address" in replies[1]  # after /forget
+    assert out.count("Undone: back to") == 2  # the question, then the forget
+    assert 'You told me: "my address is 12 Main St"' in replies[2]
+    assert "\nbye\n" in out  # the session ended normally at EOF
+    # After undoing the forget the branch shown no longer holds it, only the rewind.
+    assert re.search(UUID + r".+\[rewound to " + UUID + r"\]", out)
+    assert re.search(UUID + r'.+before "my address is 12 Main St"', out)
+    assert "[forgot]" not in out
+    assert "error: 'not-an-id' is not a checkpoint id" in out
+    assert "Usage: /rewind CHECKPOINT_ID" in out
+
+
+@pytest.mark.usefixtures("settings")
+def test_forget_through_the_model_in_the_chat() -> None:
+    out = chat("my address is 12 Main St", "forget this", "what is my address?")
+    assert FORGET_CONFIRMATION in out
+    assert "don't know your address" in out
+
+
+def test_without_database_url_an_embedded_postgres_is_used(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    monkeypatch.setenv("MEMAGENT_MODEL", "offline")
+    monkeypatch.setenv("MEMAGENT_HOME", str(tmp_path / "home"))
+    thread = "embedded-thread"
+
+    first = chat("my name is Edsger", thread=thread)
+    assert f"embedded PostgreSQL, data in {tmp_path / 'home' / 'pgdata'}" in first
+    assert (Settings.from_env().embedded_data_dir / "PG_VERSION").exists()
+
+    assert 'You told me: "my name is Edsger"' in chat("what is my name?", thread=thread)

@@ -1,0 +1,729 @@
+"""``langgraph dev`` on memagent's Postgres saver, tested end to end through the SDK.
+
+Each server is a real ``langgraph dev`` subprocess, started from this venv's bin
+directory with the project's own ``langgraph.json`` (copied into a scratch working
+directory, next to links to ``agent/`` and ``tools/``, so the server's
+``.langgraph_api/`` state is private to it) on a fresh database, with the offline
+model. One plain server and one with ``MEMAGENT_AUTH=true`` serve the whole module;
+both are always stopped (their process group is terminated, then killed) even when a
+test or the startup fails. The ground truth for what was saved is PostgreSQL itself.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg
+import pytest
+from langgraph_sdk import get_sync_client
+from langgraph_sdk.client import SyncLangGraphClient
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from psycopg.rows import dict_row
+
+from agent import auth as memagent_auth
+from agent.checkpointer import MemagentSaver
+from agent.settings import SettingsError
+
+PROJECT = Path(__file__).resolve().parents[1]
+LANGGRAPH = Path(sys.executable).parent / "langgraph"
+GRAPH = "agent"
+STARTUP_SECONDS = 90.0
+STOP_SECONDS = 20.0
+TABLES = ("checkpoints", "checkpoint_blobs", "checkpoint_writes")
+
+# --- running a server -------------------------------------------------------------
+
+
+@dataclass
+class Server:
+    """A running ``langgraph dev`` and what a test needs to talk to it."""
+
+    url: str
+    database_url: str
+    log: Path
+    secret: bytes | None = None
+
+    def client(self, user: str | None = None, **headers: str) -> SyncLangGraphClient:
+        """An SDK client; with ``user``, carrying that user's bearer token."""
+        if user is not None:
+            assert self.secret is not None, "this server runs without auth"
+            token = memagent_auth.issue_token(user, self.secret)
+            headers["Authorization"] = f"Bearer {token}"
+        return get_sync_client(url=self.url, api_key=None, headers=headers)
+
+    def log_tail(self, lines: int = 60) -> str:
+        """The end of the server's output, for failure messages."""
+        text = self.log.read_text(errors="replace") if self.log.exists() else ""
+        return "\n".join(text.splitlines()[-lines:])
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def with_dbname(url: str, dbname: str) -> str:
+    """``url`` pointing at another database on the same server."""
+    params = conninfo_to_dict(url)
+    params["dbname"] = dbname
+    return make_conninfo(**params)
+
+
+@contextmanager
+def fresh_database(admin_url: str) -> Iterator[str]:
+    """A new, empty database for one server, dropped afterwards."""
+    name = f"memagent_server_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield with_dbname(admin_url, name)
+    finally:
+        with psycopg.connect(admin_url, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def server_env(workdir: Path, overrides: dict[str, str]) -> dict[str, str]:
+    """The server's environment: this one minus anything memagent or LangSmith reads."""
+    dropped = ("MEMAGENT_", "LANGSMITH_", "LANGCHAIN_", "LANGGRAPH_", "OPENAI_")
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(dropped) and key != "DATABASE_URL"
+    }
+    env.update(
+        MEMAGENT_MODEL="offline",
+        MEMAGENT_HOME=str(workdir / "home"),
+        LANGGRAPH_NO_VERSION_CHECK="true",  # no network
+        LANGSMITH_TRACING="false",
+        PYTHONUNBUFFERED="1",
+    )
+    env.update(overrides)
+    return env
+
+
+def stop_process_group(process: subprocess.Popen[bytes]) -> None:
+    """Terminates the server and everything it started; kills them if they linger."""
+    for sig, wait in ((signal.SIGTERM, STOP_SECONDS), (signal.SIGKILL, STOP_SECONDS)):
+        if process.poll() is not None:
+            break
+        with suppress(ProcessLookupError):
+            os.killpg(process.pid, sig)
+        with suppress(subprocess.TimeoutExpired):
+            process.wait(timeout=wait)
+    # Children left in the group (none expected) go too.
+    with suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+
+
+@contextmanager
+def running_server(
+    workdir: Path, env: dict[str, str], secret: bytes | None = None
+) -> Iterator[Server]:
+    """Starts ``langgraph dev`` in ``workdir`` and yields it once ``/ok`` answers."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    shutil.copy(PROJECT / "langgraph.json", workdir / "langgraph.json")
+    for package in ("agent", "tools"):
+        (workdir / package).symlink_to(PROJECT / package, target_is_directory=True)
+    port = free_port()
+    log = workdir.parent / f"{workdir.name}.log"
+    server = Server(
+        url=f"http://127.0.0.1:{port}",
+        database_url=env.get("DATABASE_URL", ""),
+        log=log,
+        secret=secret,
+    )
+    command = [str(LANGGRAPH), "dev", "--no-browser", "--no-reload"]
+    command += ["--host", "127.0.0.1", "--port", str(port)]
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            command,
+            cwd=workdir,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        deadline = time.monotonic() + STARTUP_SECONDS
+        while True:
+            if process.poll() is not None:
+                pytest.fail(f"langgraph dev exited with {process.returncode}:\n{server.log_tail()}")
+            with suppress(httpx.HTTPError):
+                if httpx.get(f"{server.url}/ok", timeout=2).status_code == 200:
+                    break
+            if time.monotonic() > deadline:
+                pytest.fail(f"langgraph dev did not answer /ok in time:\n{server.log_tail()}")
+            time.sleep(0.2)
+        yield server
+    finally:
+        stop_process_group(process)
+
+
+@pytest.fixture(scope="module")
+def server(postgres_server_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """``langgraph dev`` without auth, on a fresh database."""
+    with fresh_database(postgres_server_url) as database_url:
+        workdir = tmp_path_factory.mktemp("server") / "app"
+        env = server_env(workdir, {"DATABASE_URL": database_url})
+        with running_server(workdir, env) as running:
+            yield running
+
+
+@pytest.fixture(scope="module")
+def auth_server(
+    postgres_server_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Server]:
+    """``langgraph dev`` with ``MEMAGENT_AUTH=true``, on a fresh database."""
+    secret = secrets.token_urlsafe(32)
+    with fresh_database(postgres_server_url) as database_url:
+        workdir = tmp_path_factory.mktemp("auth-server") / "app"
+        env = server_env(
+            workdir,
+            {
+                "DATABASE_URL": database_url,
+                "MEMAGENT_AUTH": "true",
+                memagent_auth.SECRET_VARIABLE: secret,
+            },
+        )
+        with running_server(workdir, env, secret.encode()) as running:
+            yield running
+
+
+# --- talking to it ----------------------------------------------------------------
+
+
+def say(client: SyncLangGraphClient, thread_id: str, text: str) -> list[dict[str, Any]]:
+    """Sends one user message and returns the thread's messages after the turn."""
+    result = client.runs.wait(
+        thread_id, GRAPH, input={"messages": [{"role": "user", "content": text}]}
+    )
+    assert isinstance(result, dict) and "messages" in result, result
+    return list(result["messages"])
+
+
+def texts(messages: list[dict[str, Any]], kind: str | None = None) -> list[str]:
+    """The contents of ``messages`` (only those of type ``kind`` if given)."""
+    return [str(m["content"]) for m in messages if kind is None or m["type"] == kind]
+
+
+def state_messages(client: SyncLangGraphClient, thread_id: str) -> list[dict[str, Any]]:
+    """The head's messages."""
+    state = client.threads.get_state(thread_id)
+    return list(state["values"].get("messages", []))  # type: ignore[union-attr]
+
+
+def history(client: SyncLangGraphClient, thread_id: str) -> list[dict[str, Any]]:
+    """The thread's root checkpoints through the API, newest first."""
+    return list(client.threads.get_history(thread_id, limit=1000))
+
+
+def checkpoint_id(entry: dict[str, Any]) -> str:
+    """The id of a history entry's checkpoint."""
+    return str(entry["checkpoint"]["checkpoint_id"])
+
+
+def turn_points(client: SyncLangGraphClient, thread_id: str) -> list[dict[str, Any]]:
+    """The rewind points (``input`` checkpoints with a user message to come), oldest first."""
+    points = [h for h in history(client, thread_id) if h["metadata"].get("source") == "input"]
+    return list(reversed(points))
+
+
+def rows(database_url: str, query: str, *params: Any) -> list[dict[str, Any]]:
+    """Runs a query on the server's database."""
+    with psycopg.connect(database_url, row_factory=dict_row) as conn:
+        return list(conn.execute(query, params).fetchall())
+
+
+def thread_row_counts(database_url: str, thread_id: str) -> dict[str, int]:
+    """Rows of one thread in each checkpoint table."""
+    return {
+        table: rows(
+            database_url, f"SELECT count(*) AS n FROM {table} WHERE thread_id = %s", thread_id
+        )[0]["n"]
+        for table in TABLES
+    }
+
+
+def http_status(call: Any, *args: Any, **kwargs: Any) -> int:
+    """The HTTP status a failing SDK call got (fails the test if it succeeded)."""
+    with pytest.raises(httpx.HTTPStatusError) as caught:
+        call(*args, **kwargs)
+    return caught.value.response.status_code
+
+
+# --- the plain server ---------------------------------------------------------------
+
+
+def test_server_uses_the_memagent_saver(server: Server) -> None:
+    """The server loaded memagent's saver (not its own) and persists into PostgreSQL."""
+    config = json.loads((PROJECT / "langgraph.json").read_text())
+    assert config["checkpointer"]["serde"]["pickle_fallback"] is False
+    assert config["auth"]["disable_studio_auth"] is True
+    assert "Using custom checkpointer: MemagentSaver" in server.log.read_text(errors="replace")
+    client = server.client()
+    thread = client.threads.create()
+    assert memagent_auth.OWNER_KEY not in thread["metadata"]  # auth off: nothing stamped
+    say(client, thread["thread_id"], "my name is Ada")
+    assert thread_row_counts(server.database_url, thread["thread_id"])["checkpoints"] > 0
+
+
+def test_forget_through_the_api(server: Server) -> None:
+    """ "forget this" clears the head, leaves one ``memory_cleared`` checkpoint, keeps the rest."""
+    client = server.client()
+    thread_id = client.threads.create()["thread_id"]
+    say(client, thread_id, "my name is Ada")
+    say(client, thread_id, "my color is green")
+    before = {checkpoint_id(h) for h in history(client, thread_id)}
+
+    say(client, thread_id, "forget this")
+
+    remaining = state_messages(client, thread_id)
+    assert texts(remaining, "human") == []
+    assert not any("Ada" in t or "green" in t for t in texts(remaining))
+    cleared = rows(
+        server.database_url,
+        "SELECT checkpoint_id, metadata FROM checkpoints"
+        " WHERE thread_id = %s AND checkpoint_ns = '' AND metadata @> '{\"memory_cleared\": true}'",
+        thread_id,
+    )
+    assert len(cleared) == 1, cleared
+    assert isinstance(cleared[0]["metadata"]["timestamp"], int)
+    assert cleared[0]["metadata"]["reason"]
+    marked = [h for h in history(client, thread_id) if h["metadata"].get("memory_cleared")]
+    assert [checkpoint_id(h) for h in marked] == [cleared[0]["checkpoint_id"]]
+    assert before <= {checkpoint_id(h) for h in history(client, thread_id)}  # soft forget
+
+    answer = texts(say(client, thread_id, "what is my name?"), "ai")[-1]
+    assert "don't know your name" in answer
+
+
+def test_rewind_through_the_tool(server: Server) -> None:
+    """ "undo" and "go back to <id>" rewind; history shows the fork; a forget can be undone."""
+    client = server.client()
+    thread_id = client.threads.create()["thread_id"]
+    for text in ("my name is Ada", "my color is green", "my pet is a cat"):
+        say(client, thread_id, text)
+    points = turn_points(client, thread_id)  # before "my name", "my color", "my pet"
+
+    say(client, thread_id, "undo")
+    assert texts(state_messages(client, thread_id), "human") == [
+        "my name is Ada",
+        "my color is green",
+    ]
+    head = history(client, thread_id)[0]
+    assert head["metadata"]["rewound_to"] == checkpoint_id(points[2])
+    assert head["parent_checkpoint"]["checkpoint_id"] == checkpoint_id(points[2])
+
+    say(client, thread_id, f"go back to {checkpoint_id(points[1])}")
+    assert texts(state_messages(client, thread_id), "human") == ["my name is Ada"]
+    rewinds = [
+        h["metadata"]["rewound_to"]
+        for h in history(client, thread_id)
+        if h["metadata"].get("rewound_to")
+    ]
+    assert rewinds == [checkpoint_id(points[1]), checkpoint_id(points[2])]
+
+    before_forget = checkpoint_id(history(client, thread_id)[0])
+    say(client, thread_id, "forget this")
+    assert texts(state_messages(client, thread_id), "human") == []
+    say(client, thread_id, f"go back to {before_forget}")
+    assert texts(state_messages(client, thread_id), "human") == ["my name is Ada"]
+    assert "Ada" in texts(say(client, thread_id, "what is my name?"), "ai")[-1]
+
+
+def test_studio_fork_and_edit_with_update_state(server: Server) -> None:
+    """Studio's own time travel (``update_state`` at a checkpoint) works on the saver."""
+    client = server.client()
+    thread_id = client.threads.create()["thread_id"]
+    for text in ("my name is Ada", "my color is green"):
+        say(client, thread_id, text)
+    before_color = turn_points(client, thread_id)[1]
+
+    forked = client.threads.update_state(thread_id, None, checkpoint_id=checkpoint_id(before_color))
+    head = history(client, thread_id)[0]
+    assert checkpoint_id(head) == forked["checkpoint"]["checkpoint_id"]
+    assert head["parent_checkpoint"]["checkpoint_id"] == checkpoint_id(before_color)
+    assert texts(state_messages(client, thread_id), "human") == ["my name is Ada"]
+    assert "don't know your color" in texts(say(client, thread_id, "what is my color?"), "ai")[-1]
+
+    edited = client.threads.update_state(
+        thread_id,
+        {"messages": [{"role": "user", "content": "my color is blue"}]},
+        checkpoint_id=checkpoint_id(before_color),
+    )
+    stored = rows(
+        server.database_url,
+        "SELECT metadata FROM checkpoints WHERE thread_id = %s AND checkpoint_id = %s",
+        thread_id,
+        edited["checkpoint"]["checkpoint_id"],
+    )
+    assert stored and stored[0]["metadata"]["source"] == "update"
+    assert not {"memory_cleared", "rewound_to"} & set(stored[0]["metadata"])
+    assert texts(state_messages(client, thread_id), "human") == [
+        "my name is Ada",
+        "my color is blue",
+    ]
+    assert "blue" in texts(say(client, thread_id, "what is my color?"), "ai")[-1]
+
+
+def test_delete_thread_removes_every_row(server: Server) -> None:
+    """``DELETE /threads/<id>`` goes through the saver's atomic delete."""
+    client = server.client()
+    thread_id = client.threads.create()["thread_id"]
+    say(client, thread_id, "my name is Ada")
+    keep = client.threads.create()["thread_id"]
+    say(client, keep, "my name is Bob")
+    assert thread_row_counts(server.database_url, thread_id)["checkpoint_writes"] > 0
+
+    client.threads.delete(thread_id)
+
+    assert http_status(client.threads.get_state, thread_id) == 404
+    assert thread_row_counts(server.database_url, thread_id) == dict.fromkeys(TABLES, 0)
+    assert texts(state_messages(client, keep), "human") == ["my name is Bob"]
+
+    # Pruning: "delete" is the same delete; "keep_latest" is refused by langgraph dev.
+    assert http_status(client.threads.prune, [keep], strategy="keep_latest") == 422
+    assert thread_row_counts(server.database_url, keep)["checkpoints"] > 0
+    client.threads.prune([keep], strategy="delete")
+    assert thread_row_counts(server.database_url, keep) == dict.fromkeys(TABLES, 0)
+
+
+def test_copy_thread_keeps_history_exact(server: Server) -> None:
+    """``POST /threads/<id>/copy`` copies checkpoints, memory markers and parents as they are."""
+    client = server.client()
+    thread_id = client.threads.create()["thread_id"]
+    for text in (
+        "my name is Ada",
+        "forget this",
+        "my color is red",
+        "my pet is a dog",
+        "undo",
+        "hi",
+    ):
+        say(client, thread_id, text)
+
+    copy_id = client.threads.copy(thread_id)["thread_id"]
+
+    def shape(entries: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
+        return [
+            (
+                checkpoint_id(h),
+                (h["parent_checkpoint"] or {}).get("checkpoint_id"),
+                h["metadata"].get("source"),
+                h["metadata"].get("memory_cleared"),
+                h["metadata"].get("rewound_to"),
+                texts(h["values"].get("messages", [])),
+            )
+            for h in entries
+        ]
+
+    assert shape(history(client, copy_id)) == shape(history(client, thread_id))
+    assert thread_row_counts(server.database_url, copy_id) == thread_row_counts(
+        server.database_url, thread_id
+    )
+    say(client, copy_id, "my name is Eve")
+    assert "Eve" not in " ".join(texts(state_messages(client, thread_id)))
+
+
+@pytest.mark.filterwarnings("ignore:XDG_RUNTIME_DIR")  # pgserver's runtime dir on CI
+def test_server_on_embedded_postgres(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Without ``DATABASE_URL`` the server runs on the embedded PostgreSQL, and the data stays.
+
+    The server's exit should also stop that database (nobody else uses it here) and
+    leave pgserver's list of users empty; otherwise it runs on with a dead user listed
+    and pgserver never stops it again.
+    """
+    import pgserver
+
+    workdir = tmp_path_factory.mktemp("embedded") / "app"
+    pgdata = workdir / "home" / "pgdata"
+    with running_server(workdir, server_env(workdir, {})) as running:
+        client = running.client()
+        thread_id = client.threads.create()["thread_id"]
+        say(client, thread_id, "my name is Ada")
+        say(client, thread_id, "forget this")
+        assert texts(state_messages(client, thread_id), "human") == []
+    users_file = pgdata / ".handle_pids.json"
+    users_left = json.loads(users_file.read_text()) if users_file.exists() else []
+    still_running = (pgdata / "postmaster.pid").exists()
+
+    embedded = pgserver.get_server(pgdata, cleanup_mode="delete")  # the data, again
+    try:
+        cleared = rows(
+            str(embedded.get_uri()),
+            "SELECT count(*) AS n FROM checkpoints"
+            " WHERE thread_id = %s AND metadata ? 'memory_cleared'",
+            thread_id,
+        )
+        assert cleared[0]["n"] == 1
+    finally:
+        embedded.cleanup()
+        stop_leftover_postgres(pgdata)
+
+    assert (still_running, users_left) == (False, [])
+
+
+def stop_leftover_postgres(pgdata: Path) -> None:
+    """Stops the embedded PostgreSQL this test started if the server left it running.
+
+    pgserver stops it when its last user lets go; a server that never did (killed, or
+    before ``release_embedded_postgres`` existed) stays listed as a user, so the postmaster
+    (the pid in its own pid file) is told to shut down here.
+    """
+    pid_file = pgdata / "postmaster.pid"
+    if pid_file.exists():
+        with suppress(ValueError, ProcessLookupError, PermissionError):
+            os.kill(int(pid_file.read_text().splitlines()[0]), signal.SIGINT)
+
+
+# --- the server with auth ---------------------------------------------------------------
+
+
+def test_auth_requires_a_valid_token(auth_server: Server) -> None:
+    """No token, a forged token, or Studio's bypass header: 401. ``/ok`` stays open."""
+    assert httpx.get(f"{auth_server.url}/ok", timeout=5).status_code == 200
+    anonymous = auth_server.client()
+    assert http_status(anonymous.threads.search) == 401
+    assert http_status(anonymous.threads.create) == 401
+    forged = memagent_auth.issue_token("alice", b"not-the-server-secret-but-long-enough")
+    assert http_status(auth_server.client(Authorization=f"Bearer {forged}").threads.search) == 401
+    studio = auth_server.client(**{"x-auth-scheme": "langsmith"})
+    assert http_status(studio.threads.search) == 401
+    assert isinstance(auth_server.client("alice").threads.search(), list)  # a valid token works
+
+
+def test_users_only_reach_their_own_threads(auth_server: Server) -> None:
+    """User B gets 404 for everything on user A's thread, and cannot take it over."""
+    alice, bob = auth_server.client("alice"), auth_server.client("bob")
+    thread = alice.threads.create(metadata={memagent_auth.OWNER_KEY: "bob"})
+    thread_id = thread["thread_id"]
+    assert thread["metadata"][memagent_auth.OWNER_KEY] == "alice"  # the stamp wins
+    say(alice, thread_id, "my name is Ada")
+    run_id = alice.runs.list(thread_id)[0]["run_id"]
+
+    assert http_status(bob.threads.get, thread_id) == 404
+    assert http_status(bob.threads.get_state, thread_id) == 404
+    assert http_status(bob.threads.get_history, thread_id) == 404
+    assert http_status(bob.runs.list, thread_id) == 404
+    assert http_status(bob.runs.get, thread_id, run_id) == 404
+    assert http_status(say, bob, thread_id, "forget this") == 404
+    assert http_status(bob.threads.update_state, thread_id, {"messages": []}) == 404
+    assert http_status(bob.threads.update, thread_id, metadata={"owner": "bob"}) == 404
+    assert http_status(bob.threads.delete, thread_id) == 404
+    assert http_status(bob.threads.copy, thread_id) == 409  # the server's "not found" for copy
+    assert thread_id not in {t["thread_id"] for t in bob.threads.search()}
+    assert thread_id in {t["thread_id"] for t in alice.threads.search()}
+
+    assert texts(state_messages(alice, thread_id), "human") == ["my name is Ada"]
+    assert alice.threads.get(thread_id)["metadata"][memagent_auth.OWNER_KEY] == "alice"
+
+    # A thread made on the fly by a run belongs to whoever ran it.
+    made = str(uuid.uuid4())
+    alice.runs.wait(made, GRAPH, input={"messages": []}, if_not_exists="create")
+    assert alice.threads.get(made)["metadata"][memagent_auth.OWNER_KEY] == "alice"
+    assert http_status(bob.threads.get, made) == 404
+
+
+def test_assistants_shared_and_private(auth_server: Server) -> None:
+    """Everyone can use the graph's assistant; an assistant a user makes is theirs."""
+    alice, bob = auth_server.client("alice"), auth_server.client("bob")
+    shared = {a["assistant_id"] for a in alice.assistants.search()}
+    assert shared == {a["assistant_id"] for a in bob.assistants.search()} and shared
+    own = bob.assistants.create(GRAPH, name="bob's", metadata={memagent_auth.OWNER_KEY: "alice"})
+    assert own["metadata"][memagent_auth.OWNER_KEY] == "bob"
+    assert own["assistant_id"] not in {a["assistant_id"] for a in alice.assistants.search()}
+    assert http_status(alice.assistants.get, own["assistant_id"]) == 404
+
+
+def test_memory_tools_cannot_reach_another_users_thread(auth_server: Server) -> None:
+    """Naming A's thread or checkpoint in B's chat changes nothing of A's."""
+    alice, bob = auth_server.client("alice"), auth_server.client("bob")
+    a_thread = alice.threads.create()["thread_id"]
+    say(alice, a_thread, "my name is Ada")
+    say(alice, a_thread, "my color is green")
+    a_point = checkpoint_id(turn_points(alice, a_thread)[1])
+    a_head = checkpoint_id(history(alice, a_thread)[0])
+    a_rows = thread_row_counts(auth_server.database_url, a_thread)
+    b_thread = bob.threads.create()["thread_id"]
+    say(bob, b_thread, "my name is Bob")
+
+    reply = texts(say(bob, b_thread, f"go back to {a_point}"), "ai")[-1]
+    assert f"no checkpoint {a_point}" in reply
+    say(bob, b_thread, f"forget thread {a_thread}")
+
+    assert texts(state_messages(bob, b_thread), "human") == []
+    assert checkpoint_id(history(alice, a_thread)[0]) == a_head
+    assert thread_row_counts(auth_server.database_url, a_thread) == a_rows
+    assert texts(state_messages(alice, a_thread), "human") == [
+        "my name is Ada",
+        "my color is green",
+    ]
+    touched = rows(
+        auth_server.database_url,
+        "SELECT DISTINCT thread_id FROM checkpoints"
+        " WHERE metadata ? 'memory_cleared' OR metadata ? 'rewound_to'",
+    )
+    assert [r["thread_id"] for r in touched] == [b_thread]
+    audit = rows(
+        auth_server.database_url,
+        "SELECT thread_id, operation, surface, actor FROM memagent_audit"
+        " WHERE thread_id IN (%s, %s)",
+        a_thread,
+        b_thread,
+    )
+    assert audit == [
+        {"thread_id": b_thread, "operation": "forget", "surface": "server", "actor": "bob"}
+    ]
+
+
+def test_owner_deletes_own_thread(auth_server: Server) -> None:
+    """The owner can still delete; the rows go."""
+    alice = auth_server.client("alice")
+    thread_id = alice.threads.create()["thread_id"]
+    say(alice, thread_id, "my name is Ada")
+    alice.threads.delete(thread_id)
+    assert http_status(alice.threads.get_state, thread_id) == 404
+    assert thread_row_counts(auth_server.database_url, thread_id) == dict.fromkeys(TABLES, 0)
+
+
+# --- the pieces, in process -----------------------------------------------------------
+
+
+def test_tokens_round_trip_and_reject_forgeries() -> None:
+    """Tokens verify under their secret only; user ids are checked."""
+    secret = b"s" * 40
+    token = memagent_auth.issue_token("alice@example.com", secret)
+    assert memagent_auth.verify_token(token, secret) == "alice@example.com"
+    assert memagent_auth.verify_token(token, b"t" * 40) is None
+    assert memagent_auth.verify_token(token.replace("alice", "alicf"), secret) is None
+    assert memagent_auth.verify_token(token + "0", secret) is None
+    for bad in ("", ".", "alice", "alice.", " .abc", "al ice.00"):
+        assert memagent_auth.verify_token(bad, secret) is None
+    for bad_id in ("", "a b", "-x", "x" * 129, "é"):
+        with pytest.raises(ValueError):
+            memagent_auth.issue_token(bad_id, secret)
+
+
+def test_secret_is_required_and_long(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A missing or short secret is refused with instructions."""
+    monkeypatch.delenv(memagent_auth.SECRET_VARIABLE, raising=False)
+    with pytest.raises(SettingsError, match=memagent_auth.SECRET_VARIABLE):
+        memagent_auth.auth_secret()
+    monkeypatch.setenv(memagent_auth.SECRET_VARIABLE, "short")
+    with pytest.raises(SettingsError):
+        memagent_auth.auth_secret()
+    monkeypatch.setenv(memagent_auth.SECRET_VARIABLE, "x" * 32)
+    assert memagent_auth.auth_secret() == b"x" * 32
+
+
+def test_token_command_prints_tokens(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``python -m agent.auth alice`` prints the token the server accepts."""
+    monkeypatch.setenv(memagent_auth.SECRET_VARIABLE, "k" * 32)
+    assert memagent_auth.main(["alice"]) == 0
+    user, token = capsys.readouterr().out.strip().split("\t")
+    assert user == "alice"
+    assert memagent_auth.verify_token(token, b"k" * 32) == "alice"
+    monkeypatch.delenv(memagent_auth.SECRET_VARIABLE)
+    assert memagent_auth.main(["alice"]) == 2
+    assert memagent_auth.SECRET_VARIABLE in capsys.readouterr().err
+
+
+async def test_authenticate_when_off_and_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Off: everyone is ``anonymous`` and nothing is filtered. On: a token is needed."""
+    monkeypatch.setenv("MEMAGENT_AUTH", "false")
+    assert (await memagent_auth.authenticate(None))["identity"] == memagent_auth.ANONYMOUS
+    monkeypatch.setenv("MEMAGENT_AUTH", "true")
+    monkeypatch.setenv(memagent_auth.SECRET_VARIABLE, "k" * 32)
+    with pytest.raises(memagent_auth.Auth.exceptions.HTTPException) as caught:
+        await memagent_auth.authenticate(None)
+    assert caught.value.status_code == 401
+    with pytest.raises(memagent_auth.Auth.exceptions.HTTPException):
+        await memagent_auth.authenticate("Basic abc")
+    token = memagent_auth.issue_token("bob", b"k" * 32)
+    assert (await memagent_auth.authenticate(f"Bearer {token}"))["identity"] == "bob"
+
+
+async def test_copy_thread_rows(saver: MemagentSaver, database_url: str) -> None:
+    """``acopy_thread`` duplicates every row under the new id, metadata included."""
+    from agent.graph import make_graph
+    from agent.model import OfflineChatModel
+
+    graph = make_graph(OfflineChatModel(), checkpointer=saver)
+    source = {"configurable": {"thread_id": "source"}}
+    for text in ("my name is Ada", "forget this", "my color is red", "undo"):
+        await graph.ainvoke({"messages": [{"role": "user", "content": text}]}, source)
+
+    # Called on the mixin so that the test holds whether or not it is wired in yet.
+    await saver.acopy_thread("source", "target")
+    await saver.acopy_thread("source", "target")
+
+    def listing(thread: str) -> list[tuple[Any, ...]]:
+        return [
+            (r["checkpoint_id"], r["parent_checkpoint_id"], r["checkpoint"], r["metadata"])
+            for r in rows(
+                database_url,
+                "SELECT * FROM checkpoints WHERE thread_id = %s ORDER BY checkpoint_id",
+                thread,
+            )
+        ]
+
+    assert listing("target") == listing("source")
+    assert thread_row_counts(database_url, "target") == thread_row_counts(database_url, "source")
+    target = {"configurable": {"thread_id": "target"}}
+    assert (await graph.aget_state(target)).values == (await graph.aget_state(source)).values
+
+
+async def test_delete_for_runs_rolls_back_only_those_runs(
+    saver: MemagentSaver, database_url: str
+) -> None:
+    """``adelete_for_runs`` drops a run's checkpoints and writes: the thread is as before it."""
+    from agent.graph import make_graph
+    from agent.model import OfflineChatModel
+
+    graph = make_graph(OfflineChatModel(), checkpointer=saver)
+    config: dict[str, Any] = {"configurable": {"thread_id": "t"}}
+    first, second = str(uuid.uuid4()), str(uuid.uuid4())
+    for run_id, text in ((first, "my name is Ada"), (second, "my color is red")):
+        await graph.ainvoke(
+            {"messages": [{"role": "user", "content": text}]},
+            {**config, "metadata": {"run_id": run_id}},
+        )
+    after_first = rows(
+        database_url,
+        "SELECT checkpoint_id FROM checkpoints WHERE metadata ->> 'run_id' = %s",
+        first,
+    )
+    assert after_first
+
+    await saver.adelete_for_runs([second])
+
+    left = rows(database_url, "SELECT metadata ->> 'run_id' AS run FROM checkpoints")
+    assert {r["run"] for r in left} == {first}
+    orphans = rows(
+        database_url,
+        "SELECT count(*) AS n FROM checkpoint_writes w WHERE NOT EXISTS (SELECT 1 FROM"
+        " checkpoints c WHERE c.thread_id = w.thread_id AND c.checkpoint_id = w.checkpoint_id)",
+    )
+    assert orphans[0]["n"] == 0
+    state = await graph.aget_state(config)
+    assert [m.content for m in state.values["messages"] if m.type == "human"] == ["my name is Ada"]
+    await saver.adelete_for_runs([])
