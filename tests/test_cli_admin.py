@@ -24,7 +24,7 @@ from agent.settings import Settings
 from tests.conftest import table_counts
 from tests.test_admin import TABLES, canary_rows
 
-DOC = Path(__file__).resolve().parent.parent / "docs" / "managing-memory.md"
+README = Path(__file__).resolve().parent.parent / "README.md"
 UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 TIME = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d")
 CANARY = "canary-9c1b-my-pin-is-4711"
@@ -313,10 +313,12 @@ def test_an_unreachable_database_is_one_line(monkeypatch: pytest.MonkeyPatch) ->
 
 
 def doc_commands() -> list[tuple[str, list[str]]]:
-    """Each ``$ memagent ...`` line of the doc's console blocks, with the output shown."""
+    """Each ``$ memagent ...`` line of the README's "Managing memory" console blocks."""
+    text = README.read_text(encoding="utf-8")
+    section = text.split("\n## Managing memory\n", 1)[1].split("\n## ", 1)[0]
     steps: list[tuple[str, list[str]]] = []
     in_console = False
-    for line in DOC.read_text(encoding="utf-8").splitlines():
+    for line in section.splitlines():
         if line.startswith("```"):
             in_console = line.strip() == "```console"
             continue
