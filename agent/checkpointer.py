@@ -24,6 +24,7 @@ from langgraph.checkpoint.base import (
     Checkpoint,
     CheckpointMetadata,
     CheckpointTuple,
+    get_checkpoint_metadata,
 )
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
@@ -101,8 +102,45 @@ def stamp_memory_event(
     return config, stamped  # type: ignore[return-value]
 
 
+def _storable(value: Any) -> Any:
+    """``value`` with every string made storable in a JSONB column (see below)."""
+    if isinstance(value, str):
+        text = value.replace("\x00", "")
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:  # lone surrogates: replaced, as msgpack blobs do
+            text = text.encode("utf-8", "replace").decode("utf-8")
+        return text
+    if isinstance(value, dict):
+        return {_storable(k): _storable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_storable(v) for v in value]
+    return value
+
+
+def storable_metadata(
+    config: RunnableConfig, metadata: CheckpointMetadata
+) -> tuple[RunnableConfig, CheckpointMetadata]:
+    """The checkpoint's metadata, made storable, and a config that adds nothing to it.
+
+    langgraph copies the run's ``metadata`` and ``configurable`` entries into the
+    checkpoint's metadata (a JSONB column) and strips NUL only from top-level string
+    values. A NUL in a key, or a lone surrogate anywhere (both can come from an API
+    caller or a model), makes PostgreSQL refuse the whole checkpoint, so the turn
+    fails. This does the library's merge here, cleans every key and string of it, and
+    leaves out of the config what the merge already took (or could not store).
+    """
+    merged = _storable(get_checkpoint_metadata(config, metadata))
+    configurable = {
+        key: value
+        for key, value in config.get("configurable", {}).items()
+        if key in ("thread_id", "checkpoint_ns", "checkpoint_id") or key.startswith("__")
+    }
+    return {**config, "metadata": {}, "configurable": configurable}, merged
+
+
 class MemoryMetadataMixin:
-    """Adds ``stamp_memory_event`` to any langgraph saver's ``put``/``aput``."""
+    """Adds ``stamp_memory_event`` and ``storable_metadata`` to a saver's ``put``/``aput``."""
 
     def put(
         self,
@@ -112,6 +150,7 @@ class MemoryMetadataMixin:
         new_versions: ChannelVersions,
     ) -> RunnableConfig:
         config, metadata = stamp_memory_event(config, checkpoint, metadata, new_versions)
+        config, metadata = storable_metadata(config, metadata)
         return super().put(config, checkpoint, metadata, new_versions)  # type: ignore[misc]
 
     async def aput(
@@ -122,6 +161,7 @@ class MemoryMetadataMixin:
         new_versions: ChannelVersions,
     ) -> RunnableConfig:
         config, metadata = stamp_memory_event(config, checkpoint, metadata, new_versions)
+        config, metadata = storable_metadata(config, metadata)
         return await super().aput(config, checkpoint, metadata, new_versions)  # type: ignore[misc]
 
 

@@ -43,6 +43,17 @@ class SyncChat:
         self._session: ChatSession | None = None
 
     def _call(self, work: Coroutine[Any, Any, T]) -> T:
+        """Runs ``work`` on the facade's loop and waits for it.
+
+        On the loop's own thread (code run by the loop, e.g. a callback) the wait
+        would block the very loop that has to do the work, so it raises instead.
+        """
+        if threading.current_thread() is self._thread:
+            work.close()
+            raise asyncio.InvalidStateError(
+                "SyncChat was called on its own event loop thread, where it would wait "
+                "for itself forever. Use `await chat.session.send(...)` there instead."
+            )
         return asyncio.run_coroutine_threadsafe(work, self._loop).result()
 
     def __enter__(self) -> SyncChat:

@@ -42,7 +42,7 @@ from tools.memory import (
 
 Surface = Literal["tool", "cli", "code", "server"]
 MAX_THREAD_ID_CHARS = 256
-_BAD_THREAD_CHARS = re.compile(r"[\x00-\x1f\x7f]")
+_BAD_THREAD_CHARS = re.compile(r"[\x00-\x1f\x7f\ud800-\udfff]")
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -88,14 +88,17 @@ def check_thread_id(thread_id: str) -> str:
 
     Raises:
         AdminError: Empty, too long, or holding control characters (PostgreSQL
-            refuses NUL in text).
+            refuses NUL in text) or lone surrogates (not encodable, so no query
+            could even be sent).
     """
     if not isinstance(thread_id, str) or not thread_id.strip():
         raise AdminError("A thread id is required (got an empty one).")
     if len(thread_id) > MAX_THREAD_ID_CHARS:
         raise AdminError(f"Thread ids are at most {MAX_THREAD_ID_CHARS} characters.")
     if _BAD_THREAD_CHARS.search(thread_id):
-        raise AdminError("Thread ids cannot contain control characters such as NUL.")
+        raise AdminError(
+            "Thread ids cannot contain control characters such as NUL, or invalid Unicode."
+        )
     return thread_id
 
 
