@@ -18,6 +18,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import psycopg
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import (
     ChannelVersions,
@@ -190,6 +191,8 @@ class MemagentSaver(MemoryMetadataMixin, AsyncPostgresSaver):
         self.conninfo = conninfo
         self.busy_timeout = busy_timeout
         self.lease_seconds = 600.0
+        self._unreleased_leases: dict[str, str] = {}
+        """Per thread, a lease of ours whose turn has ended but whose release failed."""
 
     async def _load_checkpoint_tuple(self, value: DictRow) -> CheckpointTuple:
         """The library's row decoding, with large message blobs decoded off the loop.
@@ -217,7 +220,12 @@ class MemagentSaver(MemoryMetadataMixin, AsyncPostgresSaver):
         async with await AsyncConnection.connect(
             self.conninfo, autocommit=True, row_factory=dict_row
         ) as lock_conn:
-            await lock_conn.execute(sql.ACQUIRE_SETUP_LOCK, (sql.SETUP_LOCK_KEY,))
+            while True:
+                cur = await lock_conn.execute(sql.TRY_SETUP_LOCK, (sql.SETUP_LOCK_KEY,))
+                row = await cur.fetchone()
+                if row is not None and row["locked"]:
+                    break
+                await asyncio.sleep(0.05)
             try:
                 await super().setup()
                 await self._migrate_own_tables()
@@ -390,7 +398,8 @@ class MemagentSaver(MemoryMetadataMixin, AsyncPostgresSaver):
 
         A second holder waits (polling, holding no connection) up to ``timeout``
         seconds, then gets ``ThreadBusyError``. A lease outlives a crashed holder by
-        at most ``lease_seconds``.
+        at most ``lease_seconds``; one this saver could not release because the
+        database was unreachable is released by its next lease on the thread.
 
         Raises:
             ThreadBusyError: The thread stayed busy for ``timeout`` seconds.
@@ -401,6 +410,11 @@ class MemagentSaver(MemoryMetadataMixin, AsyncPostgresSaver):
         delay = 0.01
         while True:
             async with self.conn.connection() as conn:
+                stale = self._unreleased_leases.get(thread_id)
+                if stale is not None:  # ours, and its turn is over: nothing can still use it
+                    await conn.execute(sql.RELEASE_THREAD_LEASE, (thread_id, stale))
+                    if self._unreleased_leases.get(thread_id) == stale:
+                        del self._unreleased_leases[thread_id]
                 cur = await conn.execute(
                     sql.ACQUIRE_THREAD_LEASE, (thread_id, holder, self.lease_seconds)
                 )
@@ -412,11 +426,22 @@ class MemagentSaver(MemoryMetadataMixin, AsyncPostgresSaver):
                 )
             await asyncio.sleep(delay)
             delay = min(delay * 2, 0.25)
+        release_wait: float | None = None  # the pool's timeout
         try:
             yield
+        except (psycopg.OperationalError, psycopg.InterfaceError):
+            release_wait = 1.0  # the database just failed: do not make the caller wait twice
+            raise
         finally:
-            async with self.conn.connection() as conn:
-                await conn.execute(sql.RELEASE_THREAD_LEASE, (thread_id, holder))
+            try:
+                async with self.conn.connection(timeout=release_wait) as conn:
+                    await conn.execute(sql.RELEASE_THREAD_LEASE, (thread_id, holder))
+            except (psycopg.OperationalError, psycopg.InterfaceError):
+                # The database went away during the turn. Raising here would hide why the
+                # turn failed, and the row would keep the thread busy for lease_seconds;
+                # this saver's next lease on the thread releases it instead.
+                logger.warning("could not release the lease on thread %r", thread_id)
+                self._unreleased_leases[thread_id] = holder
 
 
 def start_embedded_postgres(data_dir: Path) -> str:

@@ -4,6 +4,12 @@
 brings the database, the model and the graph), then ``await session.send(thread, text)``
 or stream with ``session.stream(thread, text)``. ``langgraph dev`` does not go through
 here; the server has its own per-thread run queue.
+
+If the database goes away during a turn (a restart, a killed connection that the pool
+cannot replace in time), the turn ends with ``DatabaseUnavailableError``, never a raw
+driver error. Sending the same message again to that thread then finishes the
+interrupted turn from its last checkpoint instead of adding the message a second
+time, so the thread never holds a half-written turn or a repeated message.
 """
 
 from __future__ import annotations
@@ -11,9 +17,10 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
+import psycopg
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, AIMessageChunk, HumanMessage
 from langchain_core.runnables import RunnableConfig
@@ -31,6 +38,15 @@ REPLYING_NODES = frozenset({"agent", "apply_memory"})
 
 class MessageRejectedError(ValueError):
     """A user message memagent will not send; the message says why."""
+
+
+class DatabaseUnavailableError(psycopg.OperationalError):
+    """The database could not be reached during a turn; sending the message again resumes it.
+
+    A subclass of ``psycopg.OperationalError``, so code (and the CLI) that already
+    reports an unreachable database as one line reports this one too; its message is
+    a plain sentence and the driver's error stays in ``__cause__`` for logs.
+    """
 
 
 def check_message(text: str) -> str:
@@ -72,6 +88,8 @@ class ChatSession:
     saver: MemagentSaver
     model_label: str = ""
     database_label: str = ""
+    _interrupted: dict[str, str] = field(default_factory=dict, repr=False)
+    """Per thread, the message of a turn the database interrupted (see ``stream``)."""
 
     @classmethod
     @asynccontextmanager
@@ -97,25 +115,82 @@ class ChatSession:
     async def stream(self, thread_id: str, text: str) -> AsyncIterator[str]:
         """Runs one turn and yields the agent's reply as it is produced.
 
+        A turn the database interrupted is finished, not repeated, when the same
+        message is sent to the thread again: the graph resumes from the turn's last
+        saved checkpoint, where the message already is. A different message starts a
+        new turn as usual.
+
         Raises:
             MessageRejectedError: The message is empty or too long.
             AdminError: The thread id cannot be stored.
             ThreadBusyError: Another turn kept the thread busy for too long.
+            DatabaseUnavailableError: The database went away; nothing is lost, and
+                sending the same message again finishes the turn.
         """
         check_thread_id(thread_id)
         text = check_message(text)
         config: RunnableConfig = {"configurable": {"thread_id": thread_id}}
-        async with self.saver.thread_lease(thread_id):
-            async for chunk, meta in self.graph.astream(
-                {"messages": [HumanMessage(text)]}, config, stream_mode="messages"
-            ):
-                if (
-                    isinstance(chunk, AIMessageChunk | AIMessage)
-                    and isinstance(meta, dict)
-                    and meta.get("langgraph_node") in REPLYING_NODES
-                    and chunk.text
+        try:
+            async with self.saver.thread_lease(thread_id):
+                turn_input, run_config = await self._turn_input(config, text)
+                replied = False
+                async for chunk, meta in self.graph.astream(
+                    turn_input, run_config, stream_mode="messages"
                 ):
-                    yield chunk.text
+                    if (
+                        isinstance(chunk, AIMessageChunk | AIMessage)
+                        and isinstance(meta, dict)
+                        and meta.get("langgraph_node") in REPLYING_NODES
+                        and chunk.text
+                    ):
+                        replied = True
+                        yield chunk.text
+                self._interrupted.pop(thread_id, None)
+                if turn_input is None and not replied:
+                    # The reply was saved before the interruption; the resume re-ran
+                    # nothing that speaks, so show the saved reply.
+                    yield await self._last_reply(config)
+        except (psycopg.OperationalError, psycopg.InterfaceError) as error:
+            if isinstance(error, DatabaseUnavailableError):
+                raise
+            self._interrupted[thread_id] = text
+            raise DatabaseUnavailableError(
+                "The database could not be reached, so this turn did not finish. "
+                "Send the same message again once it is back; the turn will resume."
+            ) from error
+
+    async def _turn_input(
+        self, config: RunnableConfig, text: str
+    ) -> tuple[dict[str, Any] | None, RunnableConfig]:
+        """The graph input and run config for this turn; input ``None`` resumes.
+
+        Only a thread whose last turn this session saw interrupted is inspected, so a
+        normal turn costs no extra read. If the interruption came before the user's
+        message was applied (the head is the turn's input checkpoint), the turn starts
+        again from the checkpoint before it, so that empty turn is not part of the
+        conversation. If it came later and ``text`` is that turn's message, the turn
+        resumes where it stopped.
+        """
+        thread_id = config["configurable"]["thread_id"]
+        message = {"messages": [HumanMessage(text)]}
+        if thread_id not in self._interrupted:
+            return message, config
+        state = await self.graph.aget_state(config)
+        if (state.metadata or {}).get("source") == "input" and state.parent_config:
+            return message, state.parent_config
+        if not state.next:
+            return message, config
+        humans = [m for m in state.values.get("messages", []) if isinstance(m, HumanMessage)]
+        if self._interrupted[thread_id] == text and humans and humans[-1].text == text:
+            return None, config
+        return message, config
+
+    async def _last_reply(self, config: RunnableConfig) -> str:
+        state = await self.graph.aget_state(config)
+        for message in reversed(state.values.get("messages", [])):
+            if isinstance(message, AIMessage) and message.text:
+                return message.text
+        return ""
 
     async def send(self, thread_id: str, text: str) -> str:
         """Runs one turn and returns the agent's whole reply."""

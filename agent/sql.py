@@ -15,7 +15,12 @@ migration version. A session-level advisory lock (held on its own connection, be
 lets one process migrate while the others wait, then find nothing left to do.
 """
 
-ACQUIRE_SETUP_LOCK = "SELECT pg_advisory_lock(%s)"
+# Waiting is a poll of ``pg_try_advisory_lock``, not a blocking ``pg_advisory_lock``: a
+# blocked statement keeps a snapshot open, and ``CREATE INDEX CONCURRENTLY`` in the
+# lock holder's migration waits for every older snapshot to end, so the holder would
+# wait for the waiters while they wait for it (a hang the server cannot detect, since
+# the lock is held on another connection than the index build).
+TRY_SETUP_LOCK = "SELECT pg_try_advisory_lock(%s) AS locked"
 RELEASE_SETUP_LOCK = "SELECT pg_advisory_unlock(%s)"
 
 # memagent's own tables. Append-only: the position of a migration is its version.
