@@ -33,7 +33,6 @@ from agent.settings import Settings
 from tools.admin import check_thread_id
 
 MAX_MESSAGE_CHARS = 1_000_000
-REPLYING_NODES = frozenset({"agent", "apply_memory"})
 
 
 class MessageRejectedError(ValueError):
@@ -134,17 +133,11 @@ class ChatSession:
             async with self.saver.thread_lease(thread_id):
                 turn_input, run_config = await self._turn_input(config, text)
                 replied = False
-                async for chunk, meta in self.graph.astream(
-                    turn_input, run_config, stream_mode="messages"
+                async for text_part in _reply_parts(
+                    self.graph.astream(turn_input, run_config, stream_mode="messages")
                 ):
-                    if (
-                        isinstance(chunk, AIMessageChunk | AIMessage)
-                        and isinstance(meta, dict)
-                        and meta.get("langgraph_node") in REPLYING_NODES
-                        and chunk.text
-                    ):
-                        replied = True
-                        yield chunk.text
+                    replied = True
+                    yield text_part
                 self._interrupted.pop(thread_id, None)
                 if turn_input is None and not replied:
                     # The reply was saved before the interruption; the resume re-ran
@@ -195,3 +188,29 @@ class ChatSession:
     async def send(self, thread_id: str, text: str) -> str:
         """Runs one turn and returns the agent's whole reply."""
         return "".join([part async for part in self.stream(thread_id, text)])
+
+
+async def _reply_parts(events: AsyncIterator[Any]) -> AsyncIterator[str]:
+    """The text the user should see from a ``stream_mode="messages"`` run.
+
+    The model's tokens pass through as they come. ``apply_memory`` is different: its
+    update lists a rewind's restored messages before its confirmation, and langgraph
+    streams every message a node returns that the node's input did not hold, so the
+    restored (old) replies would be shown again as if new. Only the node's last
+    message, the confirmation, is the reply.
+    """
+    confirmation = ""
+    async for chunk, meta in events:
+        if not isinstance(chunk, AIMessageChunk | AIMessage) or not isinstance(meta, dict):
+            continue
+        node = meta.get("langgraph_node")
+        if node == "apply_memory":
+            confirmation = chunk.text
+            continue
+        if confirmation:
+            yield confirmation
+            confirmation = ""
+        if node == "agent" and chunk.text:
+            yield chunk.text
+    if confirmation:
+        yield confirmation

@@ -79,6 +79,35 @@ def test_slash_commands_forget_undo_rewind_timeline() -> None:
     assert "Usage: /rewind CHECKPOINT_ID" in out
 
 
+def readme_session() -> list[str]:
+    """The README's offline session block, line by line."""
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    block = readme.split("### A session with the offline model\n\n```text\n", 1)[1]
+    return block.split("```", 1)[0].splitlines()
+
+
+@pytest.mark.usefixtures("settings")
+def test_the_readme_session_replays_as_shown() -> None:
+    """Every reply in the README's session, replayed; ``/rewind`` gets this run's id."""
+    lines = readme_session()
+    said = [line.removeprefix("you> ") for line in lines if line.startswith("you> ")]
+    rewind_at = next(i for i, text in enumerate(said) if text.startswith("/rewind "))
+    thread = f"readme-{uuid.uuid4()}"
+
+    first = chat(*said[:rewind_at], thread=thread)
+    # The README's id for /rewind names a turn; find that turn's id in this run.
+    shown_id = said[rewind_at].split()[1]
+    turn = next(line for line in lines if line.startswith(shown_id)).split("  ")[-1]
+    real_id = re.search(rf"({UUID})  \S+ \S+  {re.escape(turn)}", first)
+    assert real_id is not None, turn
+    second = chat(f"/rewind {real_id.group(1)}", *said[rewind_at + 1 :], thread=thread)
+
+    replies = [line.removeprefix("you> ") for line in (first + second).splitlines()]
+    replies = [line for line in replies if line.startswith("agent> ")]
+    assert replies == [line for line in lines if line.startswith("agent> ")]
+    assert f"Rewound to {real_id.group(1)}." in second
+
+
 @pytest.mark.usefixtures("settings")
 def test_forget_through_the_model_in_the_chat() -> None:
     out = chat("my address is 12 Main St", "forget this", "what is my address?")
