@@ -67,6 +67,18 @@ def check_message(text: str) -> str:
     return cleaned
 
 
+@dataclass(frozen=True)
+class InterruptedTurn:
+    """A turn the database interrupted: its message and the run id its checkpoints carry."""
+
+    text: str
+    run_id: str
+
+
+def _with_run_id(config: RunnableConfig, run_id: str) -> RunnableConfig:
+    return {**config, "metadata": {**config.get("metadata", {}), "run_id": run_id}}
+
+
 def new_thread_id() -> str:
     """A fresh thread id."""
     return str(uuid.uuid4())
@@ -87,8 +99,8 @@ class ChatSession:
     saver: MemagentSaver
     model_label: str = ""
     database_label: str = ""
-    _interrupted: dict[str, str] = field(default_factory=dict, repr=False)
-    """Per thread, the message of a turn the database interrupted (see ``stream``)."""
+    _interrupted: dict[str, InterruptedTurn] = field(default_factory=dict, repr=False)
+    """Per thread, the turn the database interrupted (see ``stream``)."""
 
     @classmethod
     @asynccontextmanager
@@ -129,6 +141,7 @@ class ChatSession:
         check_thread_id(thread_id)
         text = check_message(text)
         config: RunnableConfig = {"configurable": {"thread_id": thread_id}}
+        run_config = config
         try:
             async with self.saver.thread_lease(thread_id):
                 turn_input, run_config = await self._turn_input(config, text)
@@ -146,7 +159,9 @@ class ChatSession:
         except (psycopg.OperationalError, psycopg.InterfaceError) as error:
             if isinstance(error, DatabaseUnavailableError):
                 raise
-            self._interrupted[thread_id] = text
+            run_id = (run_config.get("metadata") or {}).get("run_id")
+            if run_id:  # else the turn never started and an earlier record still holds
+                self._interrupted[thread_id] = InterruptedTurn(text, run_id)
             raise DatabaseUnavailableError(
                 "The database could not be reached, so this turn did not finish. "
                 "Send the same message again once it is back; the turn will resume."
@@ -157,26 +172,26 @@ class ChatSession:
     ) -> tuple[dict[str, Any] | None, RunnableConfig]:
         """The graph input and run config for this turn; input ``None`` resumes.
 
-        Only a thread whose last turn this session saw interrupted is inspected, so a
-        normal turn costs no extra read. If the interruption came before the user's
-        message was applied (the head is the turn's input checkpoint), the turn starts
-        again from the checkpoint before it, so that empty turn is not part of the
-        conversation. If it came later and ``text`` is that turn's message, the turn
-        resumes where it stopped.
+        Every turn carries a run id, which langgraph copies into the metadata of each
+        checkpoint the turn writes. Only a thread whose last turn this session saw
+        interrupted is inspected, so a normal turn costs no extra read. When ``text``
+        is the interrupted turn's message, the thread's head tells how far it got:
+        nothing saved (the head is from an earlier run) starts the turn again; only
+        its input checkpoint saved starts it again from the checkpoint before, so the
+        empty turn is not part of the conversation; anything later resumes it where
+        it stopped, or, if it had finished, replays nothing and shows the saved reply.
         """
-        thread_id = config["configurable"]["thread_id"]
         message = {"messages": [HumanMessage(text)]}
-        if thread_id not in self._interrupted:
-            return message, config
+        interrupted = self._interrupted.get(config["configurable"]["thread_id"])
+        if interrupted is None or interrupted.text != text:
+            return message, _with_run_id(config, str(uuid.uuid4()))
         state = await self.graph.aget_state(config)
-        if (state.metadata or {}).get("source") == "input" and state.parent_config:
-            return message, state.parent_config
-        if not state.next:
-            return message, config
-        humans = [m for m in state.values.get("messages", []) if isinstance(m, HumanMessage)]
-        if self._interrupted[thread_id] == text and humans and humans[-1].text == text:
-            return None, config
-        return message, config
+        metadata = state.metadata or {}
+        if metadata.get("run_id") != interrupted.run_id:
+            return message, _with_run_id(config, interrupted.run_id)
+        if metadata.get("source") == "input" and state.parent_config:
+            return message, _with_run_id(state.parent_config, interrupted.run_id)
+        return None, _with_run_id(config, interrupted.run_id)
 
     async def _last_reply(self, config: RunnableConfig) -> str:
         state = await self.graph.aget_state(config)
