@@ -30,7 +30,7 @@ from langgraph.checkpoint.base import (
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
 from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
-from psycopg import AsyncConnection
+from psycopg import AsyncConnection, AsyncCursor
 from psycopg.rows import DictRow, dict_row
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
@@ -214,6 +214,30 @@ class MemagentSaver(MemoryMetadataMixin, AsyncPostgresSaver):
             "channel_values": None,
         }
         return await super()._load_checkpoint_tuple(row)
+
+    @asynccontextmanager
+    async def _cursor(self, *, pipeline: bool = False) -> AsyncIterator[AsyncCursor[DictRow]]:
+        """The library's cursor, without the library's saver-wide lock.
+
+        ``AsyncPostgresSaver`` serialises every database call of a saver through one
+        ``asyncio.Lock``, because a single connection serves one caller at a time. On a
+        pool each call checks out a connection of its own, so the lock only made every
+        conversation wait for every other one: with 50 threads at once, one database
+        call ran at a time. The rest mirrors the library's non-pipeline-saver branches.
+        """
+        async with self.conn.connection() as conn:
+            if pipeline and self.supports_pipeline:
+                async with conn.pipeline(), conn.cursor(binary=True, row_factory=dict_row) as cur:
+                    yield cur
+            elif pipeline:
+                async with (
+                    conn.transaction(),
+                    conn.cursor(binary=True, row_factory=dict_row) as cur,
+                ):
+                    yield cur
+            else:
+                async with conn.cursor(binary=True, row_factory=dict_row) as cur:
+                    yield cur
 
     async def setup(self) -> None:
         """Creates or migrates langgraph's tables and memagent's, one process at a time."""

@@ -38,7 +38,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
     parser.add_argument("--lengths", type=_ints, help="thread lengths (default 10,100,1000)")
     parser.add_argument("--samples", type=int, help="timed turns per length (default 30)")
-    parser.add_argument("--op-rounds", type=int, help="forget/rewind/timeline rounds (10)")
+    parser.add_argument("--op-rounds", type=int, help="forget/rewind/timeline rounds (30)")
     parser.add_argument("--message-chars", type=int, default=200, help="user message size")
     parser.add_argument("--threads", type=int, default=50, help="concurrent threads")
     parser.add_argument("--turns-per-thread", type=int, help="throughput turns each (10)")
@@ -58,7 +58,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     quick = args.quick
     args.lengths = args.lengths or ([10, 50, 200] if quick else [10, 100, 1000])
     args.samples = args.samples or (10 if quick else 30)
-    args.op_rounds = args.op_rounds or (5 if quick else 10)
+    args.op_rounds = args.op_rounds or (5 if quick else 30)
     args.turns_per_thread = args.turns_per_thread or (3 if quick else 10)
     args.cold_runs = args.cold_runs or (2 if quick else 5)
     return args

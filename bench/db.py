@@ -62,7 +62,7 @@ def with_dbname(url: str, dbname: str) -> str:
     """``url`` pointing at another database on the same server."""
     params = conninfo_to_dict(url)
     params["dbname"] = dbname
-    return make_conninfo(**params)
+    return make_conninfo("", **params)
 
 
 def describe_server(url: str) -> str:

@@ -8,7 +8,7 @@ the value from the nearest snapshot plus the writes after it
 (``aget_delta_channel_history`` in langgraph-checkpoint-postgres).
 
 Nothing in ``agent/`` changes here. This module builds the same graph as
-``agent.graph.make_graph`` on a copy of the state, in two variants:
+``agent.graph.make_graph`` on a copy of the state, in three variants:
 
 * ``as_is``: only the channel changes; the memory tools, ``apply_memory`` and
   ``load_rewind_target`` are memagent's current code. This shows what breaks.
@@ -87,7 +87,9 @@ def delta_state(snapshot_frequency: int) -> type:
 
     Built at run time because the snapshot frequency lives in the annotation.
     """
-    channel = DeltaChannel(add_messages_batch, snapshot_frequency=snapshot_frequency)
+    channel: DeltaChannel[Any] = DeltaChannel(
+        add_messages_batch, snapshot_frequency=snapshot_frequency
+    )
     return TypedDict(  # type: ignore[operator]
         "DeltaState",
         {
@@ -198,7 +200,7 @@ def make_delta_graph(
             return rewind_update_overwrite(target, messages)
         return rewind_update(target, messages)
 
-    builder = StateGraph(delta_state(snapshot_frequency))
+    builder: StateGraph[Any, Any, Any, Any] = StateGraph(delta_state(snapshot_frequency))
     builder.add_node("agent", agent)
     builder.add_node("tools", ToolNode(tools))
     builder.add_node("apply_memory", apply_as_is if variant == "as_is" else apply_replayed)

@@ -253,7 +253,8 @@ def judge(results: dict[str, Any]) -> list[Target]:
                 f"storage at {n} turns <= {TARGET_STORAGE_RATIO:.0f}x message text "
                 f"({results['labels'][key]})",
                 ratio <= TARGET_STORAGE_RATIO,
-                f"{_bytes(s['stored'])} vs {_bytes(s['raw']['text'])} = {ratio:.1f}x",
+                f"{_bytes(s['stored'])} vs {_bytes(s['raw']['text'])} = {ratio:.1f}x "
+                f"({s['stored'] / s['raw']['serialized']:.1f}x the messages serialized once)",
             )
         )
     cold = results.get("cold_start") or {}
@@ -320,11 +321,16 @@ def plot(results: dict[str, Any], path: Path) -> bool:
     except ImportError:
         return False
     sweep, labels = results["sweep"], results["labels"]
+    color = {key: f"C{i}" for i, key in enumerate(labels)}  # one colour per contender
     fig, (ax1, ax2, ax3) = plt.subplots(1, 3, figsize=(17, 5.2))
     for key, per_length in sweep["latency"].items():
         lengths = sorted(int(n) for n in per_length)
         ax1.plot(
-            lengths, [_at(per_length, n)["median_ms"] for n in lengths], "o-", label=labels[key]
+            lengths,
+            [_at(per_length, n)["median_ms"] for n in lengths],
+            "o-",
+            color=color[key],
+            label=labels[key],
         )
     ax1.set(
         xscale="log",
@@ -335,14 +341,17 @@ def plot(results: dict[str, Any], path: Path) -> bool:
     )
     for key, per_length in sweep["ops"].items():
         lengths = sorted(int(n) for n in per_length)
+        if not lengths:
+            continue
         for op, style in (("forget", "o-"), ("rewind", "s--"), ("timeline", "^:")):
             ax2.plot(
                 lengths,
                 [_at(per_length, n)[op]["median_ms"] for n in lengths],
                 style,
+                color=color[key],
                 label=f"{labels[key]}: {op}",
             )
-    ax2.axhline(TARGET_TIMELINE_MS, color="grey", lw=0.8, ls=":")
+    ax2.axhline(TARGET_TIMELINE_MS, color="grey", lw=0.8, ls=":", label="timeline target (5 ms)")
     ax2.set(
         xscale="log",
         yscale="log",
@@ -355,7 +364,13 @@ def plot(results: dict[str, Any], path: Path) -> bool:
         lengths = sorted(int(n) for n in per_length)
         if not lengths:
             continue
-        ax3.plot(lengths, [_at(per_length, n)["stored"] for n in lengths], "o-", label=labels[key])
+        ax3.plot(
+            lengths,
+            [_at(per_length, n)["stored"] for n in lengths],
+            "o-",
+            color=color[key],
+            label=labels[key],
+        )
         if not text_plotted:
             text = [_at(per_length, n)["raw"]["text"] for n in lengths]
             ax3.plot(lengths, text, "k--", label="message text")

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from langchain_core.messages import BaseMessage, HumanMessage
+from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
 from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
@@ -256,7 +257,7 @@ async def memory_op_latency(ops: MemoryOps, thread_id: str, rounds: int) -> dict
     every forget and every rewind sees the same thread length.
     """
     saver = ops.graph.checkpointer
-    assert saver is not None
+    assert isinstance(saver, BaseCheckpointSaver)
     head = await saver.aget_tuple(root_config(thread_id))
     assert head is not None
     head_id = str(head.config["configurable"]["checkpoint_id"])
