@@ -14,6 +14,7 @@ time, so the thread never holds a half-written turn or a repeated message.
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -31,6 +32,8 @@ from agent.graph import make_graph
 from agent.model import load_model
 from agent.settings import Settings
 from tools.admin import check_thread_id
+
+logger = logging.getLogger(__name__)
 
 MAX_MESSAGE_CHARS = 1_000_000
 
@@ -126,9 +129,11 @@ class ChatSession:
     async def stream(self, thread_id: str, text: str) -> AsyncIterator[str]:
         """Runs one turn and yields the agent's reply as it is produced.
 
-        A turn the database interrupted is finished, not repeated, when the same
-        message is sent to the thread again: the graph resumes from the turn's last
-        saved checkpoint, where the message already is. A different message starts a
+        If the database connection breaks before any of the reply was shown (a
+        connection the server closed an instant before the turn took it, a restart),
+        the turn is retried once, resuming from what it had saved. Otherwise a turn
+        the database interrupted is finished, not repeated, when the same message is
+        sent to the thread again (see ``_turn_input``). A different message starts a
         new turn as usual.
 
         Raises:
@@ -140,6 +145,20 @@ class ChatSession:
         """
         check_thread_id(thread_id)
         text = check_message(text)
+        shown = False
+        try:
+            async for part in self._run_turn(thread_id, text):
+                shown = True
+                yield part
+        except DatabaseUnavailableError:
+            if shown:  # a retry could show the same words twice; let the user resend
+                raise
+            logger.info("database connection lost during a turn on %r; retrying once", thread_id)
+            async for part in self._run_turn(thread_id, text):
+                yield part
+
+    async def _run_turn(self, thread_id: str, text: str) -> AsyncIterator[str]:
+        """One attempt at a turn; a database failure is recorded for the next attempt."""
         config: RunnableConfig = {"configurable": {"thread_id": thread_id}}
         run_config = config
         try:

@@ -105,10 +105,13 @@ async def test_the_saver_passes_langgraphs_conformance_suite(
 
 
 def kill_app_connections(database_url: str) -> int:
-    """Terminates every other backend on this test's database; returns how many."""
+    """Terminates every other backend on this test's database; returns how many.
+
+    Waits (up to 5 s each) until the backends are gone, as an operator's kill is.
+    """
     with psycopg.connect(database_url, autocommit=True) as admin_conn:
         row = admin_conn.execute(
-            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "SELECT count(pg_terminate_backend(pid, 5000)) FROM pg_stat_activity "
             "WHERE datname = current_database() AND pid <> pg_backend_pid()"
         ).fetchone()
     assert row is not None
@@ -130,6 +133,21 @@ async def test_the_next_turn_after_all_connections_were_killed_succeeds(
             ("human", "are you there?"),
             ("ai", "still here"),
         ]
+
+
+async def test_the_pool_hands_out_no_connection_the_server_killed(
+    saver: MemagentSaver, database_url: str
+) -> None:
+    """The pool's check finds the dead connections without a query of its own."""
+    async with saver.conn.connection() as first, saver.conn.connection() as second:
+        await first.execute("SELECT 1")
+        await second.execute("SELECT 1")
+    assert kill_app_connections(database_url) >= 2
+
+    for _ in range(3):  # as many checkouts as there were dead connections, and more
+        async with saver.conn.connection() as conn:
+            cur = await conn.execute("SELECT 1 AS alive")
+            assert await cur.fetchone() == {"alive": 1}
 
 
 # --- 3. the PostgreSQL server restarts ------------------------------------------------
