@@ -41,6 +41,19 @@ MIGRATIONS: tuple[str, ...] = (
     holder TEXT NOT NULL,
     expires_at TIMESTAMPTZ NOT NULL
 )""",
+    # langgraph's blobs are large (a long thread's whole message list, at every step)
+    # and PostgreSQL compresses them with pglz by default: 7 ms to store a 700 kB blob
+    # here, against 1.5 ms with lz4 at a slightly better ratio. The library has no
+    # setting for the column's compression. Only new rows are affected. Servers built
+    # without lz4 (PostgreSQL before 14, or pgserver's embedded build) keep pglz.
+    """DO $$
+BEGIN
+    EXECUTE 'ALTER TABLE checkpoint_blobs ALTER COLUMN blob SET COMPRESSION lz4';
+    EXECUTE 'ALTER TABLE checkpoint_writes ALTER COLUMN blob SET COMPRESSION lz4';
+EXCEPTION WHEN feature_not_supported OR syntax_error THEN
+    NULL;
+END
+$$""",
 )
 SELECT_MIGRATION_VERSION = "SELECT max(v) AS v FROM memagent_migrations"
 INSERT_MIGRATION_VERSION = "INSERT INTO memagent_migrations (v) VALUES (%s)"
