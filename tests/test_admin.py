@@ -106,7 +106,7 @@ def canary_rows(database_url: str, needle: str = CANARY) -> dict[str, int]:
 
 
 def _count(conn: psycopg.Connection[Any], query: str, params: tuple[Any, ...]) -> int:
-    row = conn.execute(query, params).fetchone()  # type: ignore[arg-type]
+    row = conn.execute(query, params).fetchone()
     assert row is not None
     return int(row[0])
 

@@ -160,7 +160,7 @@ class OwnServer:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # platformdirs, when XDG_RUNTIME_DIR is unset
             import pgserver
-            from pgserver._commands import pg_ctl
+            from pgserver._commands import pg_ctl  # type: ignore[attr-defined]
 
         self._pg_ctl = pg_ctl
         self.server = pgserver.get_server(data_dir, cleanup_mode="delete")
@@ -206,7 +206,7 @@ class OwnServer:
             conn.execute(f'CREATE DATABASE "{name}"')
         params = conninfo_to_dict(self.url)
         params["dbname"] = name
-        return make_conninfo(**params)
+        return make_conninfo("", **params)
 
     def close(self) -> None:
         # After a restart pgserver's handle still points at the old postmaster and
@@ -290,7 +290,7 @@ async def test_a_turn_the_outage_interrupted_fails_clearly_and_resumes_on_retry(
         reply = await asyncio.wait_for(session.send("t", "second"), 10)
 
     assert reply == "answer to second"
-    retry_input = [m.text for m in model.inputs[calls_before]]
+    retry_input = [str(m.text) for m in model.inputs[calls_before]]
     assert retry_input.count("second") == 1  # resumed, not sent twice
     async with open_saver(quick, database_url=saver.conninfo) as reopened:
         reopened_session, _ = session_on(reopened)
