@@ -332,13 +332,7 @@ def plot(results: dict[str, Any], path: Path) -> bool:
             color=color[key],
             label=labels[key],
         )
-    ax1.set(
-        xscale="log",
-        yscale="log",
-        xlabel="thread length (turns)",
-        ylabel="ms (median)",
-        title="Turn latency",
-    )
+    ax1.set(ylabel="ms (median)", title="Turn latency")
     for key, per_length in sweep["ops"].items():
         lengths = sorted(int(n) for n in per_length)
         if not lengths:
@@ -352,13 +346,7 @@ def plot(results: dict[str, Any], path: Path) -> bool:
                 label=f"{labels[key]}: {op}",
             )
     ax2.axhline(TARGET_TIMELINE_MS, color="grey", lw=0.8, ls=":", label="timeline target (5 ms)")
-    ax2.set(
-        xscale="log",
-        yscale="log",
-        xlabel="thread length (turns)",
-        ylabel="ms (median)",
-        title="forget / rewind / timeline(20)",
-    )
+    ax2.set(ylabel="ms (median)", title="forget / rewind / timeline(20)")
     text_plotted = False
     for key, per_length in sweep["storage"].items():
         lengths = sorted(int(n) for n in per_length)
@@ -376,14 +364,9 @@ def plot(results: dict[str, Any], path: Path) -> bool:
             ax3.plot(lengths, text, "k--", label="message text")
             ax3.plot(lengths, [3 * t for t in text], "k:", label="3x message text (target)")
             text_plotted = True
-    ax3.set(
-        xscale="log",
-        yscale="log",
-        xlabel="thread length (turns)",
-        ylabel="bytes stored",
-        title="Storage per thread (PostgreSQL)",
-    )
+    ax3.set(ylabel="bytes stored", title="Storage per thread (PostgreSQL)")
     for ax in (ax1, ax2, ax3):
+        ax.set(xscale="log", yscale="log", xlabel="thread length (turns)")
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=7)
     fig.suptitle(
