@@ -16,19 +16,18 @@ import click
 import psycopg
 import psycopg_pool
 
-from agent.checkpointer import MemagentSaver, ThreadBusyError, open_saver
-from agent.session import ChatSession, MessageRejectedError, new_thread_id
-from agent.settings import Settings, SettingsError
-from agent.timeline import undo_target
+from agent.errors import MemagentError
+from agent.session import ChatSession, new_thread_id
+from agent.settings import Settings
+from agent.store.database import open_saver
+from agent.store.saver import MemagentSaver
+from agent.timeline import UNDO_LOOKBACK, render_timeline, undo_target
+from agent.validation import check_thread_id
 from tools import admin
-from tools.memory import UNDO_LOOKBACK, render_timeline
 
 T = TypeVar("T")
 USER_ERRORS = (
-    admin.AdminError,
-    MessageRejectedError,
-    ThreadBusyError,
-    SettingsError,
+    MemagentError,
     psycopg.OperationalError,
     psycopg_pool.PoolTimeout,
 )
@@ -80,7 +79,7 @@ def chat(thread_id: str | None) -> None:
 
 
 async def _chat(thread_id: str) -> None:
-    admin.check_thread_id(thread_id)
+    check_thread_id(thread_id)
     async with ChatSession.open() as session:
         click.echo(f"memagent  model: {session.model_label}")
         click.echo(f"          database: {session.database_label}")
@@ -370,6 +369,6 @@ def audit(thread_id: str | None, limit: int, as_json: bool) -> None:
 
 def _checked(thread_id: str) -> str:
     try:
-        return admin.check_thread_id(thread_id)
-    except admin.AdminError as error:
+        return check_thread_id(thread_id)
+    except MemagentError as error:
         raise click.ClickException(str(error)) from None

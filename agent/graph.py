@@ -15,14 +15,14 @@ from langchain_core.messages import SystemMessage
 from langchain_core.runnables import RunnableConfig
 from langchain_core.tools import BaseTool
 from langgraph.checkpoint.base import BaseCheckpointSaver
-from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
-from langgraph.prebuilt import ToolNode, tools_condition
+from langgraph.prebuilt import ToolNode
 
 from agent.model import load_model
+from agent.operations import chat_graph_builder
 from agent.prompts import SYSTEM_PROMPT
 from agent.state import State
-from tools.memory import apply_memory, memory_tools, route_after_tools
+from tools.memory import memory_tools
 
 
 def make_graph(
@@ -50,15 +50,8 @@ def make_graph(
         response = await bound.ainvoke([SystemMessage(system_prompt), *state["messages"]], config)
         return {"messages": [response]}
 
-    builder = StateGraph(State)
-    builder.add_node("agent", agent)
-    builder.add_node("tools", ToolNode(tools))
-    builder.add_node("apply_memory", apply_memory)
-    builder.add_edge(START, "agent")
-    builder.add_conditional_edges("agent", tools_condition, ["tools", END])
-    builder.add_conditional_edges("tools", route_after_tools, ["apply_memory", "agent"])
-    builder.add_edge("apply_memory", END)
     compile_options.setdefault("name", "memagent")
+    builder = chat_graph_builder(agent, ToolNode(tools))
     return builder.compile(checkpointer=checkpointer, **compile_options)
 
 

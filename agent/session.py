@@ -27,47 +27,15 @@ from langchain_core.messages import AIMessage, AIMessageChunk, HumanMessage
 from langchain_core.runnables import RunnableConfig
 from langgraph.graph.state import CompiledStateGraph
 
-from agent.checkpointer import MemagentSaver, describe_database, open_saver, resolve_database_url
+from agent.errors import DatabaseUnavailableError
 from agent.graph import make_graph
 from agent.model import load_model
 from agent.settings import Settings
-from tools.admin import check_thread_id
+from agent.store.database import describe_database, open_saver, resolve_database_url
+from agent.store.saver import MemagentSaver
+from agent.validation import check_message, check_thread_id
 
 logger = logging.getLogger(__name__)
-
-MAX_MESSAGE_CHARS = 1_000_000
-
-
-class MessageRejectedError(ValueError):
-    """A user message memagent will not send; the message says why."""
-
-
-class DatabaseUnavailableError(psycopg.OperationalError):
-    """The database could not be reached during a turn; sending the message again resumes it.
-
-    A subclass of ``psycopg.OperationalError``, so code (and the CLI) that already
-    reports an unreachable database as one line reports this one too; its message is
-    a plain sentence and the driver's error stays in ``__cause__`` for logs.
-    """
-
-
-def check_message(text: str) -> str:
-    """Refuses messages that cannot make a sensible turn.
-
-    NUL characters are dropped (no model or terminal means them); emoji, right-to-left
-    and other Unicode text pass unchanged.
-
-    Raises:
-        MessageRejectedError: Empty, or longer than ``MAX_MESSAGE_CHARS``.
-    """
-    cleaned = text.replace("\x00", "")
-    if not cleaned.strip():
-        raise MessageRejectedError("The message is empty.")
-    if len(cleaned) > MAX_MESSAGE_CHARS:
-        raise MessageRejectedError(
-            f"The message has {len(cleaned):,} characters; the limit is {MAX_MESSAGE_CHARS:,}."
-        )
-    return cleaned
 
 
 @dataclass(frozen=True)
@@ -138,7 +106,7 @@ class ChatSession:
 
         Raises:
             MessageRejectedError: The message is empty or too long.
-            AdminError: The thread id cannot be stored.
+            InvalidThreadIdError: The thread id cannot be stored.
             ThreadBusyError: Another turn kept the thread busy for too long.
             DatabaseUnavailableError: The database went away; nothing is lost, and
                 sending the same message again finishes the turn.

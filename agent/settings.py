@@ -13,12 +13,10 @@ from pathlib import Path
 
 import platformdirs
 
+from agent.errors import SettingsError
+
 OFFLINE_MODEL = "offline"
 """The value of ``MEMAGENT_MODEL`` that selects the built-in deterministic model."""
-
-
-class SettingsError(ValueError):
-    """An environment variable holds a value memagent cannot use."""
 
 
 def _int(env: Mapping[str, str], name: str, default: int, *, minimum: int = 1) -> int:

@@ -18,6 +18,9 @@ from typing import Annotated, Literal, NotRequired, TypedDict
 from langchain_core.messages import AnyMessage
 from langgraph.graph.message import add_messages
 
+MEMORY_EVENT_CHANNEL = "memory_event"
+"""The channel whose value the saver copies into the checkpoint's metadata."""
+
 
 class MemoryRequest(TypedDict):
     """A forget or rewind asked for by a tool call, applied after the tool step."""

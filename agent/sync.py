@@ -17,9 +17,9 @@ from typing import Any, TypeVar
 
 from langchain_core.language_models import BaseChatModel
 
-from agent.checkpointer import MemagentSaver
 from agent.session import ChatSession
 from agent.settings import Settings
+from agent.store.saver import MemagentSaver
 
 T = TypeVar("T")
 

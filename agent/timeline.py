@@ -15,9 +15,13 @@ from langchain_core.messages import HumanMessage
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import BaseCheckpointSaver, CheckpointMetadata
 
+from agent.prompts import UNDO_HINT
+
 PREVIEW_CHARS = 80
 DEFAULT_TIMELINE_LIMIT = 20
 MAX_TIMELINE_LIMIT = 200
+UNDO_LOOKBACK = 8
+"""Timeline entries enough to find the change "undo" means."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,3 +166,27 @@ def undo_target(entries: list[TimelineEntry]) -> str | None:
         elif not entry.in_turn:
             return entry.parent_id
     return None
+
+
+def render_timeline(entries: list[TimelineEntry], *, undo: str | None = None) -> str:
+    """The timeline as the model (and the chat's ``/timeline``) reads it.
+
+    Args:
+        entries: Newest first.
+        undo: Where "undo" would go, added as a last line for the model to use.
+    """
+    if not entries:
+        return "This conversation has no earlier turns yet."
+    lines = ["Newest first. Pass an id to rewind_to to return to the point before that turn."]
+    for entry in entries:
+        when = entry.at.strftime("%Y-%m-%d %H:%M:%S") if entry.at else "?"
+        if entry.kind == "turn":
+            what = f'before "{entry.preview}"'
+        elif entry.kind == "forget":
+            what = "[forgot]" + (f" reason: {entry.reason}" if entry.reason else "")
+        else:
+            what = f"[rewound to {entry.rewound_to}]"
+        lines.append(f"{entry.checkpoint_id}  {when}  {what}")
+    if undo:
+        lines.append(UNDO_HINT + undo)
+    return "\n".join(lines)

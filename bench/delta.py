@@ -51,15 +51,10 @@ from langgraph.types import Overwrite
 
 from agent.checkpointer import MemagentSaver
 from agent.model import OfflineChatModel
-from agent.prompts import FORGET_CONFIRMATION, REWIND_CONFIRMATION, SYSTEM_PROMPT
-from agent.state import MemoryEvent, MemoryRequest, collect_requests
-from tools import admin
-from tools.memory import (
+from agent.operations import (
     apply_memory,
     forget_update,
     load_rewind_target,
-    memory_tools,
-    parse_checkpoint_id,
     provider_valid,
     rewind_update,
     root_config,
@@ -67,6 +62,11 @@ from tools.memory import (
     run_saver,
     run_thread_id,
 )
+from agent.prompts import FORGET_CONFIRMATION, REWIND_CONFIRMATION, SYSTEM_PROMPT
+from agent.state import MemoryEvent, MemoryRequest, collect_requests
+from agent.validation import parse_checkpoint_id
+from tools import admin
+from tools.memory import memory_tools
 
 Variant = Literal["as_is", "loader_only", "proposed"]
 Graph = CompiledStateGraph[Any, Any, Any, Any]

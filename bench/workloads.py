@@ -35,11 +35,11 @@ from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 from agent.checkpointer import open_saver
 from agent.graph import make_graph
 from agent.model import OfflineChatModel
+from agent.operations import root_config
 from agent.session import ChatSession
 from agent.settings import Settings
 from bench.db import thread_storage
 from bench.delta import Graph, MemoryOps, delta_ops, offline_delta_graph, stock_ops
-from tools.memory import root_config
 
 # Words the offline model treats as plain chat: none of them triggers a memory tool
 # ("forget", "rewind", "timeline", ...) or a recall answer ("remember", "what is my").

@@ -19,7 +19,8 @@ from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 from langchain_core.runnables import RunnableConfig
 from psycopg_pool import AsyncConnectionPool
 
-from agent.checkpointer import MemagentSaver, ThreadBusyError
+from agent.checkpointer import MemagentSaver
+from agent.errors import RequestError, ThreadBusyError
 from agent.graph import make_graph
 from agent.prompts import FORGET_CONFIRMATION, REWIND_CONFIRMATION
 from agent.timeline import PREVIEW_CHARS
@@ -170,7 +171,7 @@ async def test_admin_refuses_unusable_thread_ids(
     await Chat(saver).say("hello")
     before = table_counts(database_url)
     for operation in (admin.adelete, admin.apurge, admin.aforget, admin.atimeline):
-        with pytest.raises(admin.AdminError, match=r"[Tt]hread id"):
+        with pytest.raises(RequestError, match=r"[Tt]hread id"):
             await operation(saver, bad)
     assert table_counts(database_url) == before
 
@@ -248,7 +249,7 @@ async def test_purge_of_a_thread_never_forgotten_is_refused_and_changes_nothing(
     await chat.say(f"my passport number is {CANARY}")
     before = table_counts(database_url)
 
-    with pytest.raises(admin.AdminError, match="forget"):
+    with pytest.raises(RequestError, match="forget"):
         await admin.apurge(saver, chat.thread_id)
 
     assert table_counts(database_url) == before
@@ -271,7 +272,7 @@ async def test_purge_after_the_forget_was_undone_is_refused(
     )
     before = table_counts(database_url)
 
-    with pytest.raises(admin.AdminError, match="forget it again"):
+    with pytest.raises(RequestError, match="forget it again"):
         await admin.apurge(saver, chat.thread_id)
 
     assert table_counts(database_url) == before
@@ -394,7 +395,7 @@ async def test_rewind_out_of_band_refuses_bad_ids_and_writes_nothing(
         (str(uuid.uuid4()), "no checkpoint"),
         (foreign, "no checkpoint"),
     ):
-        with pytest.raises(admin.AdminError, match=message) as refused:
+        with pytest.raises(RequestError, match=message) as refused:
             await admin.arewind(saver, chat.thread_id, bad)
         assert "\n" not in str(refused.value)
         assert "conversation_timeline" not in str(refused.value)  # that is the model's tool
@@ -403,7 +404,7 @@ async def test_rewind_out_of_band_refuses_bad_ids_and_writes_nothing(
 
 
 async def test_forget_of_an_unknown_thread_is_an_error(saver: MemagentSaver) -> None:
-    with pytest.raises(admin.AdminError, match="no thread 'ghost'"):
+    with pytest.raises(RequestError, match="no thread 'ghost'"):
         await admin.aforget(saver, "ghost")
 
 
@@ -685,5 +686,5 @@ async def test_tree_shows_set_aside_branches_and_forgets(saver: MemagentSaver) -
     assert limited.hidden == 4
     assert limited.entries[1].parent is None  # its parent is not shown
 
-    with pytest.raises(admin.AdminError, match="no thread"):
+    with pytest.raises(RequestError, match="no thread"):
         await admin.atree(saver, "no-such-thread")

@@ -6,8 +6,9 @@ import uuid
 
 import pytest
 
+from agent.errors import MessageRejectedError
 from agent.model import OFFLINE_LABEL, OfflineChatModel, load_model
-from agent.session import ChatSession, MessageRejectedError
+from agent.session import ChatSession
 from agent.settings import Settings, SettingsError
 from tests.fakes import ScriptedChatModel
 

@@ -1,6 +1,6 @@
 """Hostile input: odd text, forged ids, crafted rows, sync misuse and prompt injection.
 
-SPEC.md, "Bad input": whatever a user, an API caller or the model sends ends in a clear
+docs/SPEC.md, "Bad input": whatever a user, an API caller or the model sends ends in a clear
 message or simply works, never in a database exception, and the thread stays usable.
 Everything runs on a real PostgreSQL; "nothing written" is checked on the raw rows.
 """
@@ -33,10 +33,12 @@ from langgraph.checkpoint.serde.jsonplus import (
 )
 
 from agent.checkpointer import MemagentSaver
+from agent.errors import MessageRejectedError, RequestError
 from agent.prompts import FORGET_CONFIRMATION
-from agent.session import MAX_MESSAGE_CHARS, ChatSession, MessageRejectedError
+from agent.session import ChatSession
 from agent.settings import Settings
 from agent.sync import SyncChat
+from agent.validation import MAX_MESSAGE_CHARS
 from tests.conftest import table_counts
 from tests.fakes import ScriptedChatModel, call
 from tools import admin
@@ -256,10 +258,10 @@ async def test_chat_refuses_unusable_thread_ids_and_writes_nothing(
     await chat.say("t", "hello", "hi")
     before = table_counts(database_url)
 
-    with pytest.raises(admin.AdminError, match=r"[Tt]hread id"):
+    with pytest.raises(RequestError, match=r"[Tt]hread id"):
         await chat.session.send(bad_thread, "hello")
     for operation in (admin.aforget, admin.adelete, admin.atimeline, admin.apurge, admin.aaudit):
-        with pytest.raises(admin.AdminError, match=r"[Tt]hread id"):
+        with pytest.raises(RequestError, match=r"[Tt]hread id"):
             await operation(chat.saver, bad_thread)
 
     assert table_counts(database_url) == before
@@ -285,11 +287,11 @@ async def test_sql_looking_thread_ids_are_just_names(
 
     assert (await admin.adelete(chat.saver, odd_thread)).rows == dict.fromkeys(TABLES, 0)
     assert await admin.atimeline(chat.saver, odd_thread) == []
-    with pytest.raises(admin.AdminError, match="no thread"):
+    with pytest.raises(RequestError, match="no thread"):
         await admin.aforget(chat.saver, odd_thread)
-    with pytest.raises(admin.AdminError, match="no checkpoint"):
+    with pytest.raises(RequestError, match="no checkpoint"):
         await admin.arewind(chat.saver, odd_thread, str(uuid.uuid4()))
-    with pytest.raises(admin.AdminError, match="no forget"):
+    with pytest.raises(RequestError, match="no forget"):
         await admin.apurge(chat.saver, odd_thread)
     assert table_counts(database_url) == before
 
@@ -334,7 +336,7 @@ async def test_admin_rewind_refuses_hostile_checkpoint_ids_and_writes_nothing(
     await chat.say("t", "hello", "hi")
     before = table_counts(database_url)
 
-    with pytest.raises(admin.AdminError, match="is not a checkpoint id") as refused:
+    with pytest.raises(RequestError, match="is not a checkpoint id") as refused:
         await admin.arewind(chat.saver, "t", bad_id)
 
     assert len(str(refused.value)) < 300  # a huge id is not echoed back in full
@@ -350,7 +352,7 @@ async def test_admin_rewind_refuses_a_checkpoint_outside_the_root_namespace(
     nested = await _nested_checkpoint(chat.saver, "t")
     before = table_counts(database_url)
 
-    with pytest.raises(admin.AdminError, match="no checkpoint"):
+    with pytest.raises(RequestError, match="no checkpoint"):
         await admin.arewind(chat.saver, "t", nested)
 
     assert table_counts(database_url) == before

@@ -1,4 +1,4 @@
-"""The memory tools, point by point as SPEC.md states them, inside real graph runs.
+"""The memory tools, point by point as docs/SPEC.md states them, inside real graph runs.
 
 Every test runs on memagent's PostgreSQL saver and on langgraph's in-memory saver
 (with memagent's metadata mixin), so the semantics do not depend on the store.

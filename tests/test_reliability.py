@@ -31,11 +31,12 @@ from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.conformance import checkpointer_test, validate
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from agent import sql
 from agent.checkpointer import MemagentSaver, open_saver
+from agent.errors import DatabaseUnavailableError
 from agent.graph import make_graph
-from agent.session import ChatSession, DatabaseUnavailableError
+from agent.session import ChatSession
 from agent.settings import Settings
+from agent.store import sql
 from agent.timeline import read_timeline
 from tests.conftest import table_counts
 from tests.fakes import ScriptedChatModel

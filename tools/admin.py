@@ -16,40 +16,33 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import re
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, Concatenate, Literal, ParamSpec, TypeVar
 
 from langgraph.graph.state import CompiledStateGraph
 
-from agent import sql
-from agent.checkpointer import MemagentSaver, PurgeRefusedError
+from agent.errors import PurgeRefusedError, ThreadNotFoundError
+from agent.operations import (
+    chat_graph_builder,
+    forget_update,
+    load_rewind_target,
+    rewind_update,
+    root_config,
+)
+from agent.store.saver import MemagentSaver
 from agent.timeline import (
     DEFAULT_TIMELINE_LIMIT,
     TimelineEntry,
     entry_from,
     read_timeline,
 )
-from tools.memory import (
-    MemoryToolError,
-    clean_reason,
-    forget_update,
-    load_rewind_target,
-    rewind_update,
-    root_config,
-)
+from agent.validation import check_thread_id, clean_reason
 
 Surface = Literal["tool", "cli", "code", "server"]
-MAX_THREAD_ID_CHARS = 256
-_BAD_THREAD_CHARS = re.compile(r"[\x00-\x1f\x7f\ud800-\udfff]")
 
 P = ParamSpec("P")
 R = TypeVar("R")
-
-
-class AdminError(ValueError):
-    """An administration request that cannot be carried out; the message says why."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,25 +74,6 @@ class Erasure:
     thread_id: str
     rows: dict[str, int]
     kept_from: str | None = None
-
-
-def check_thread_id(thread_id: str) -> str:
-    """Refuses thread ids that could not be stored or would address nothing.
-
-    Raises:
-        AdminError: Empty, too long, or holding control characters (PostgreSQL
-            refuses NUL in text) or lone surrogates (not encodable, so no query
-            could even be sent).
-    """
-    if not isinstance(thread_id, str) or not thread_id.strip():
-        raise AdminError("A thread id is required (got an empty one).")
-    if len(thread_id) > MAX_THREAD_ID_CHARS:
-        raise AdminError(f"Thread ids are at most {MAX_THREAD_ID_CHARS} characters.")
-    if _BAD_THREAD_CHARS.search(thread_id):
-        raise AdminError(
-            "Thread ids cannot contain control characters such as NUL, or invalid Unicode."
-        )
-    return thread_id
 
 
 def sync_twin(
@@ -141,40 +115,36 @@ def sync_twin(
     return twin
 
 
-_BASE_GRAPH: list[CompiledStateGraph[Any, Any, Any, Any]] = []
+_STATE_GRAPH: list[CompiledStateGraph[Any, Any, Any, Any]] = []
 
 
-def _build_base_graph() -> CompiledStateGraph[Any, Any, Any, Any]:
-    from agent.graph import make_graph
-    from agent.model import OfflineChatModel
-
-    return make_graph(OfflineChatModel())
+def _placeholder(state: Any) -> dict[str, Any]:  # pragma: no cover - never runs
+    raise NotImplementedError("tools.admin applies updates only; it runs no model or tool")
 
 
 async def _state_graph(saver: MemagentSaver) -> CompiledStateGraph[Any, Any, Any, Any]:
-    """The chat graph on ``saver``, for ``aupdate_state``.
+    """The chat graph's shape on ``saver``, for ``aupdate_state``.
 
-    ``aupdate_state`` needs the graph's channels and reducers, never its model, so the
-    offline model stands in whatever model the chat uses. The graph is compiled once
-    (off the loop: it takes a while) and copied per saver, which keeps no saver alive.
+    ``aupdate_state`` needs the graph's channels, reducers and edges, never its model
+    or tools, so stand-ins take their place. The graph is compiled once (off the loop:
+    it takes a while) and copied per saver, which keeps no saver alive.
     """
-    if not _BASE_GRAPH:
-        _BASE_GRAPH.append(await asyncio.to_thread(_build_base_graph))
-    return _BASE_GRAPH[0].copy(update={"checkpointer": saver})
-
-
-async def _fetch(saver: MemagentSaver, statement: str, params: Any) -> list[dict[str, Any]]:
-    async with saver.conn.connection() as conn:
-        cur = await conn.execute(statement, params)
-        return list(await cur.fetchall())
+    if not _STATE_GRAPH:
+        builder = chat_graph_builder(_placeholder, _placeholder)
+        _STATE_GRAPH.append(await asyncio.to_thread(builder.compile, name="memagent"))
+    return _STATE_GRAPH[0].copy(update={"checkpointer": saver})
 
 
 async def _require_thread(saver: MemagentSaver, thread_id: str) -> str:
-    """The thread's head id; reads one index entry, not the thread's state."""
-    rows = await _fetch(saver, sql.SELECT_HEAD_ID, (thread_id,))
-    if not rows:
-        raise AdminError(f"There is no thread {thread_id!r}: it has no saved conversation.")
-    return str(rows[0]["checkpoint_id"])
+    """The thread's head id.
+
+    Raises:
+        ThreadNotFoundError: The thread has no saved conversation.
+    """
+    head = await saver.ahead_id(thread_id)
+    if head is None:
+        raise ThreadNotFoundError(thread_id)
+    return head
 
 
 async def atimeline(
@@ -245,12 +215,12 @@ async def atree(
     no message blob, only the user messages of the turns shown.
 
     Raises:
-        AdminError: Bad thread id, or a thread with no saved conversation.
+        RequestError: Bad thread id, or a thread with no saved conversation.
     """
     check_thread_id(thread_id)
-    links = await _fetch(saver, sql.SELECT_TREE_LINKS, (thread_id,))
+    links = await saver.atree_links(thread_id)
     if not links:
-        raise AdminError(f"There is no thread {thread_id!r}: it has no saved conversation.")
+        raise ThreadNotFoundError(thread_id)
     parent_of = {row["checkpoint_id"]: row["parent_checkpoint_id"] for row in links}
     points = {row["checkpoint_id"]: row for row in links if row["metadata"] is not None}
     # The nearest point at or above each checkpoint; parents are older, so one pass.
@@ -284,13 +254,7 @@ async def atree(
     shown = sorted(points, reverse=True)[: max(1, limit)]
     shown_set = set(shown)
     turns = [cid for cid in shown if _is_turn_point(points[cid]["metadata"])]
-    inputs = await _fetch(saver, sql.SELECT_TURN_INPUTS, (thread_id, turns)) if turns else []
-    texts = await asyncio.to_thread(
-        lambda: {
-            row["checkpoint_id"]: saver.serde.loads_typed((row["type"], row["blob"]))
-            for row in inputs
-        }
-    )
+    texts = await saver.aturn_inputs(thread_id, turns)
     entries = []
     for cid in shown:
         row = points[cid]
@@ -324,7 +288,7 @@ async def aforget(
     """Forgets a thread's conversation, exactly as ``forget_conversation`` does.
 
     Raises:
-        AdminError: Bad thread id, or a thread with no saved conversation.
+        RequestError: Bad thread id, or a thread with no saved conversation.
         ThreadBusyError: A turn kept the thread busy longer than the busy timeout.
     """
     check_thread_id(thread_id)
@@ -349,22 +313,13 @@ async def arewind(
     """Rewinds a thread to one of its root checkpoints, exactly as ``rewind_to`` does.
 
     Raises:
-        AdminError: Bad thread id, or a checkpoint id that is malformed, unknown, of
+        RequestError: Bad thread id, or a checkpoint id that is malformed, unknown, of
             another thread or outside the root namespace (nothing is written).
         ThreadBusyError: A turn kept the thread busy longer than the busy timeout.
     """
     check_thread_id(thread_id)
     async with saver.thread_lease(thread_id):
-        try:
-            target, messages = await load_rewind_target(saver, thread_id, checkpoint_id)
-        except MemoryToolError as error:
-            # The tool's wording speaks to the model; keep its first sentence only.
-            what = str(error).split(". ", 1)[0].removesuffix(".")
-            what = what.replace("in this conversation", f"in thread {thread_id!r}")
-            raise AdminError(
-                f"{what}. Rewind to an id from the thread's timeline "
-                f"(memagent timeline {thread_id})."
-            ) from None
+        target, messages = await load_rewind_target(saver, thread_id, checkpoint_id)
         graph = await _state_graph(saver)
         config = await graph.aupdate_state(
             root_config(thread_id, target), rewind_update(target, messages), as_node="apply_memory"
@@ -403,17 +358,16 @@ async def apurge(
     """Erases everything older than the thread's newest forget; the thread goes on.
 
     Raises:
-        AdminError: The thread has never been forgotten, so there is nothing a purge
+        RequestError: The thread has never been forgotten, so there is nothing a purge
             may erase (nothing is changed).
     """
     check_thread_id(thread_id)
     async with saver.thread_lease(thread_id):
-        try:
-            kept_from, rows = await saver.apurge(thread_id)
-        except PurgeRefusedError as error:
-            raise AdminError(str(error)) from None
+        kept_from, rows = await saver.apurge(thread_id)
     if kept_from is None:
-        raise AdminError(f"Thread {thread_id!r} has no forget to purge up to; forget it first.")
+        raise PurgeRefusedError(
+            f"Thread {thread_id!r} has no forget to purge up to; forget it first."
+        )
     await saver.arecord_audit(
         "purge", thread_id, surface=surface, actor=actor, detail={**rows, "kept_from": kept_from}
     )

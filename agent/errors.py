@@ -1,0 +1,113 @@
+"""Every error memagent raises on purpose, under one base class.
+
+Callers catch ``MemagentError`` (or one of the four families below) and show it as it
+is: ``str(error)`` is one sentence for people. The model reads the same failure in
+other words, ``error.for_model()``, phrased as the next step it can take. Each error
+keeps the facts (ids, limits) as attributes, so each audience's wording is written
+from them, never by editing another audience's text.
+"""
+
+from __future__ import annotations
+
+import psycopg
+
+
+class MemagentError(Exception):
+    """Base of memagent's errors; ``str()`` is one sentence for people."""
+
+    def for_model(self) -> str:
+        """What a memory tool answers the model: what went wrong and what to do next."""
+        return str(self)
+
+
+class SettingsError(MemagentError, ValueError):
+    """An environment variable holds a value memagent cannot use."""
+
+
+class RequestError(MemagentError, ValueError):
+    """A request memagent cannot carry out: bad input or nothing to act on; nothing changed."""
+
+
+class InvalidThreadIdError(RequestError):
+    """A thread id that could not be stored or would address nothing."""
+
+
+class MessageRejectedError(RequestError):
+    """A user message memagent will not send; the message says why."""
+
+
+class InvalidCheckpointIdError(RequestError):
+    """Text that is not a checkpoint id (a UUID)."""
+
+    def __init__(self, shown: str) -> None:
+        self.shown = shown
+        super().__init__(
+            f"{shown!r} is not a checkpoint id: ids are UUIDs like "
+            "1f0c2d3e-4a5b-6c7d-8e9f-0a1b2c3d4e5f."
+        )
+
+    def for_model(self) -> str:
+        return (
+            f"{self.shown!r} is not a checkpoint id. Ids are UUIDs like "
+            "1f0c2d3e-4a5b-6c7d-8e9f-0a1b2c3d4e5f: call conversation_timeline and copy one."
+        )
+
+
+class CheckpointNotFoundError(RequestError):
+    """A well-formed checkpoint id that is not a root checkpoint of the thread."""
+
+    def __init__(self, thread_id: str, checkpoint_id: str) -> None:
+        self.thread_id = thread_id
+        self.checkpoint_id = checkpoint_id
+        super().__init__(
+            f"There is no checkpoint {checkpoint_id} in thread {thread_id!r}. Rewind to an id "
+            f"from the thread's timeline (memagent timeline {thread_id})."
+        )
+
+    def for_model(self) -> str:
+        return (
+            f"There is no checkpoint {self.checkpoint_id} in this conversation. Call "
+            "conversation_timeline to see the ids you can rewind to, then try again."
+        )
+
+
+class ThreadNotFoundError(RequestError):
+    """A thread with no saved conversation."""
+
+    def __init__(self, thread_id: str) -> None:
+        self.thread_id = thread_id
+        super().__init__(f"There is no thread {thread_id!r}: it has no saved conversation.")
+
+
+class PurgeRefusedError(RequestError):
+    """A purge that would erase nothing or part of the current conversation; nothing changed."""
+
+
+class NotPersistentError(RequestError):
+    """A memory tool ran in a graph without a checkpointer: there is no memory to manage."""
+
+    def __init__(self) -> None:
+        super().__init__("This conversation is not being saved, so there is no memory to manage.")
+
+    def for_model(self) -> str:
+        return (
+            "This conversation is not being saved, so there is no memory to manage. "
+            "Tell the user memory tools need a persistent thread."
+        )
+
+
+class ThreadBusyError(MemagentError, RuntimeError):
+    """Another turn or memory operation holds the thread for longer than we may wait."""
+
+    def __init__(self, thread_id: str) -> None:
+        self.thread_id = thread_id
+        super().__init__(f"Thread {thread_id!r} is busy with another turn; try again in a moment.")
+
+
+class DatabaseUnavailableError(MemagentError, psycopg.OperationalError):
+    """The database could not be reached during a turn; sending the message again resumes it.
+
+    Also a ``psycopg.OperationalError``, so code (and the CLI) that already reports an
+    unreachable database as one line reports this one too; its message is a plain
+    sentence and the driver's error stays in ``__cause__`` for logs.
+    """

@@ -1,0 +1,149 @@
+"""Opening memagent's database: which server, the connection pool, the embedded PostgreSQL.
+
+``open_saver()`` is the one way in: it picks the database (``DATABASE_URL``, or an
+embedded PostgreSQL started from the ``pgserver`` wheel), opens a connection pool,
+runs a setup that is safe when several processes start at once, and closes it all on
+exit. ``server_checkpointer`` is the same thing for ``langgraph dev``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import select
+import warnings
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from psycopg import AsyncConnection
+from psycopg.rows import DictRow, dict_row
+from psycopg_pool import AsyncConnectionPool
+
+from agent.settings import Settings
+from agent.store.saver import MemagentSaver
+
+CONNECTION_KWARGS: dict[str, Any] = {
+    "autocommit": True,
+    "prepare_threshold": 0,
+    "row_factory": dict_row,
+}
+
+
+async def check_connection(conn: AsyncConnection[DictRow]) -> None:
+    """The pool's check of a connection it hands out, with no round trip when healthy.
+
+    psycopg_pool's ``check_connection`` sends an empty query at every checkout: a
+    round trip each time, about 1 ms of every turn. A connection the server has closed
+    (``pg_terminate_backend``, a restart) has the server's farewell or the end of the
+    stream waiting on its socket, while an idle healthy one has nothing to read; so
+    only a closed connection or a readable socket gets the library's full check, which
+    then fails and makes the pool replace the connection before anyone uses it.
+
+    Raises:
+        psycopg.OperationalError: The connection is broken.
+    """
+    if not conn.closed:
+        readable, _, _ = select.select([conn.fileno()], [], [], 0)
+        if not readable:
+            return
+    await AsyncConnectionPool.check_connection(conn)
+
+
+def start_embedded_postgres(data_dir: Path) -> str:
+    """Starts (or reuses) the embedded PostgreSQL in ``data_dir``; returns its URL.
+
+    The server stops when the last process using it exits; the data stays for the
+    next run.
+    """
+    with warnings.catch_warnings():
+        # platformdirs warns at import when XDG_RUNTIME_DIR is unset; pgserver copes.
+        warnings.simplefilter("ignore")
+        import pgserver  # imported here: only the embedded path needs it
+
+    data_dir.mkdir(parents=True, exist_ok=True)
+    server = pgserver.get_server(data_dir, cleanup_mode="stop")
+    _EMBEDDED_SERVERS.append(server)  # keep the handle alive until exit
+    return str(server.get_uri())
+
+
+_EMBEDDED_SERVERS: list[Any] = []
+
+
+def resolve_database_url(settings: Settings) -> str:
+    """``DATABASE_URL`` if set, otherwise the embedded server's URL (started if needed)."""
+    if settings.database_url:
+        return settings.database_url
+    return start_embedded_postgres(settings.embedded_data_dir)
+
+
+def describe_database(settings: Settings) -> str:
+    """A one-line, password-free description of where the data lives."""
+    if settings.database_url is None:
+        return f"embedded PostgreSQL, data in {settings.embedded_data_dir}"
+    from psycopg.conninfo import conninfo_to_dict
+
+    info = conninfo_to_dict(settings.database_url)
+    host = info.get("host") or "localhost"
+    return f"PostgreSQL at {host}:{info.get('port', 5432)}/{info.get('dbname', '')}"
+
+
+@asynccontextmanager
+async def open_saver(
+    settings: Settings | None = None,
+    *,
+    database_url: str | None = None,
+    max_size: int | None = None,
+) -> AsyncIterator[MemagentSaver]:
+    """Opens memagent's saver on a fresh pool, set up and ready; closes it on exit.
+
+    Args:
+        settings: Defaults to ``Settings.from_env()``.
+        database_url: Overrides the settings' database (tests use this).
+        max_size: Overrides the pool's upper bound.
+    """
+    settings = settings or Settings.from_env()
+    url = database_url or resolve_database_url(settings)
+    pool: AsyncConnectionPool[AsyncConnection[DictRow]] = AsyncConnectionPool(
+        url,
+        min_size=1,
+        max_size=max_size or settings.pool_max_size,
+        timeout=settings.pool_timeout,
+        kwargs=CONNECTION_KWARGS,
+        check=check_connection,
+        open=False,
+    )
+    await pool.open(wait=True, timeout=settings.pool_timeout)
+    try:
+        saver = MemagentSaver(pool, url, busy_timeout=settings.thread_busy_timeout)
+        await saver.setup()
+        yield saver
+    finally:
+        await pool.close()
+
+
+@asynccontextmanager
+async def server_checkpointer() -> AsyncIterator[MemagentSaver]:
+    """The checkpointer ``langgraph.json`` names: entered once by the server, closed on exit.
+
+    On exit it also lets go of the embedded PostgreSQL, stopping it if no other program
+    uses it. pgserver does that from an ``atexit`` hook, but uvicorn ends the server by
+    re-raising SIGTERM, which skips ``atexit``: the database would keep running and
+    pgserver would count the dead server as a user forever.
+    """
+    try:
+        async with open_saver() as saver:
+            yield saver
+    finally:
+        await asyncio.to_thread(release_embedded_postgres)
+
+
+def release_embedded_postgres() -> None:
+    """Drops this process's handles on the embedded PostgreSQL; the last user stops it.
+
+    Only for a process that opens the database once (the server): a handle is per
+    process, so releasing it under another open saver of the same process would stop
+    the database beneath it.
+    """
+    while _EMBEDDED_SERVERS:
+        _EMBEDDED_SERVERS.pop().cleanup()

@@ -1,0 +1,482 @@
+"""memagent's checkpointer: langgraph's ``AsyncPostgresSaver`` plus what memagent needs.
+
+This is the only code that talks to the database once it is open (``database.py``
+opens it). Everything the library does (checkpoints, history, ``aupdate_state``,
+pruning) stays the library's; ``MemagentSaver`` adds memory metadata, a race-free
+``setup``, an atomic counted delete, purge, the cheap timeline and tree reads, the
+audit log and per-thread leases.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import psycopg
+from langchain_core.runnables import RunnableConfig
+from langgraph.checkpoint.base import (
+    ChannelVersions,
+    Checkpoint,
+    CheckpointMetadata,
+    CheckpointTuple,
+    get_checkpoint_metadata,
+)
+from langgraph.checkpoint.memory import InMemorySaver
+from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
+from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
+from psycopg import AsyncConnection, AsyncCursor
+from psycopg.rows import DictRow, dict_row
+from psycopg.types.json import Jsonb
+from psycopg_pool import AsyncConnectionPool
+
+from agent.errors import PurgeRefusedError, ThreadBusyError
+from agent.state import MEMORY_EVENT_CHANNEL
+from agent.store import sql
+from agent.timeline import TimelineEntry, entry_from
+
+logger = logging.getLogger(__name__)
+
+LOAD_OFF_LOOP_BYTES = 256 * 1024
+"""Checkpoints whose blobs are larger than this are decoded in a worker thread."""
+
+
+def strict_serializer() -> JsonPlusSerializer:
+    """A serializer that rebuilds only types langgraph and LangChain know to be safe.
+
+    With no allow-list, a crafted row could name any importable callable and have it
+    run on load; with an empty one, only langgraph's built-in safe types (messages,
+    documents, datetimes, ...) are revived and anything else stays inert data.
+    """
+    return JsonPlusSerializer(pickle_fallback=False, allowed_msgpack_modules=None)
+
+
+def stamp_memory_event(
+    config: RunnableConfig,
+    checkpoint: Checkpoint,
+    metadata: CheckpointMetadata,
+    new_versions: ChannelVersions,
+) -> tuple[RunnableConfig, CheckpointMetadata]:
+    """Puts a memory operation's marker on the checkpoint that carries it.
+
+    A checkpoint whose step wrote ``memory_event`` is the one that made the change,
+    whether the write came from the ``apply_memory`` node of a run or from
+    ``aupdate_state`` in ``tools.admin``; both therefore get the same metadata. A
+    rewind's checkpoint also gets the target as its parent, so the fork is visible in
+    the thread's history and in Studio.
+    """
+    if MEMORY_EVENT_CHANNEL not in new_versions:
+        return config, metadata
+    event = checkpoint["channel_values"].get(MEMORY_EVENT_CHANNEL)
+    if not isinstance(event, dict):
+        return config, metadata
+    stamped: dict[str, Any] = {**metadata, "timestamp": event["timestamp"]}
+    if event["kind"] == "forget":
+        stamped["memory_cleared"] = True
+        if event.get("reason"):
+            stamped["reason"] = event["reason"]
+    else:
+        stamped["rewound_to"] = event["target"]
+        config = {
+            **config,
+            "configurable": {**config["configurable"], "checkpoint_id": event["target"]},
+        }
+    return config, stamped  # type: ignore[return-value]
+
+
+def _storable(value: Any) -> Any:
+    """``value`` with every string made storable in a JSONB column (see below)."""
+    if isinstance(value, str):
+        text = value.replace("\x00", "")
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:  # lone surrogates: replaced, as msgpack blobs do
+            text = text.encode("utf-8", "replace").decode("utf-8")
+        return text
+    if isinstance(value, dict):
+        return {_storable(k): _storable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_storable(v) for v in value]
+    return value
+
+
+def storable_metadata(
+    config: RunnableConfig, metadata: CheckpointMetadata
+) -> tuple[RunnableConfig, CheckpointMetadata]:
+    """The checkpoint's metadata, made storable, and a config that adds nothing to it.
+
+    langgraph copies the run's ``metadata`` and ``configurable`` entries into the
+    checkpoint's metadata (a JSONB column) and strips NUL only from top-level string
+    values. A NUL in a key, or a lone surrogate anywhere (both can come from an API
+    caller or a model), makes PostgreSQL refuse the whole checkpoint, so the turn
+    fails. This does the library's merge here, cleans every key and string of it, and
+    leaves out of the config what the merge already took (or could not store).
+    """
+    merged = _storable(get_checkpoint_metadata(config, metadata))
+    configurable = {
+        key: value
+        for key, value in config.get("configurable", {}).items()
+        if key in ("thread_id", "checkpoint_ns", "checkpoint_id") or key.startswith("__")
+    }
+    return {**config, "metadata": {}, "configurable": configurable}, merged
+
+
+class MemoryMetadataMixin:
+    """Adds ``stamp_memory_event`` and ``storable_metadata`` to a saver's ``put``/``aput``."""
+
+    def put(
+        self,
+        config: RunnableConfig,
+        checkpoint: Checkpoint,
+        metadata: CheckpointMetadata,
+        new_versions: ChannelVersions,
+    ) -> RunnableConfig:
+        config, metadata = stamp_memory_event(config, checkpoint, metadata, new_versions)
+        config, metadata = storable_metadata(config, metadata)
+        return super().put(config, checkpoint, metadata, new_versions)  # type: ignore[misc]
+
+    async def aput(
+        self,
+        config: RunnableConfig,
+        checkpoint: Checkpoint,
+        metadata: CheckpointMetadata,
+        new_versions: ChannelVersions,
+    ) -> RunnableConfig:
+        config, metadata = stamp_memory_event(config, checkpoint, metadata, new_versions)
+        config, metadata = storable_metadata(config, metadata)
+        return await super().aput(config, checkpoint, metadata, new_versions)  # type: ignore[misc]
+
+
+class MemagentInMemorySaver(MemoryMetadataMixin, InMemorySaver):
+    """langgraph's in-memory saver with memagent's memory metadata, for tests and demos."""
+
+
+class MemagentSaver(MemoryMetadataMixin, AsyncPostgresSaver):
+    """``AsyncPostgresSaver`` plus what memagent needs from its database.
+
+    Everything the library does (checkpoints, history, ``aupdate_state``, pruning) is
+    the library's; this class adds a race-free ``setup``, memory metadata, an atomic
+    counted delete, purge, a cheap timeline, the audit log and per-thread leases.
+    """
+
+    conn: AsyncConnectionPool[AsyncConnection[DictRow]]
+
+    def __init__(
+        self,
+        pool: AsyncConnectionPool[AsyncConnection[DictRow]],
+        conninfo: str,
+        *,
+        busy_timeout: float = 30.0,
+    ) -> None:
+        super().__init__(pool, serde=strict_serializer())
+        self.conninfo = conninfo
+        self.busy_timeout = busy_timeout
+        self.lease_seconds = 600.0
+        self._unreleased_leases: dict[str, str] = {}
+        """Per thread, a lease of ours whose turn has ended but whose release failed."""
+
+    async def _load_checkpoint_tuple(self, value: DictRow) -> CheckpointTuple:
+        """The library's row decoding, with large message blobs decoded off the loop.
+
+        The library decodes a checkpoint's blobs on the event loop; for a long thread
+        (thousands of messages) that stalls every other task on the loop for tens of
+        milliseconds per load, and a rewind loads twice. Small rows stay on the loop,
+        where a thread hop would cost more than the decoding.
+        """
+        blobs = value["channel_values"]
+        if not blobs or sum(len(blob or b"") for _, _, blob in blobs) < LOAD_OFF_LOOP_BYTES:
+            return await super()._load_checkpoint_tuple(value)
+        loaded = await asyncio.to_thread(self._load_blobs, blobs)
+        checkpoint = value["checkpoint"]
+        inline = checkpoint.get("channel_values") or {}
+        row = {
+            **value,
+            "checkpoint": {**checkpoint, "channel_values": {**inline, **loaded}},
+            "channel_values": None,
+        }
+        return await super()._load_checkpoint_tuple(row)
+
+    @asynccontextmanager
+    async def _cursor(self, *, pipeline: bool = False) -> AsyncIterator[AsyncCursor[DictRow]]:
+        """The library's cursor, without the library's saver-wide lock.
+
+        ``AsyncPostgresSaver`` serialises every database call of a saver through one
+        ``asyncio.Lock``, because a single connection serves one caller at a time. On a
+        pool each call checks out a connection of its own, so the lock only made every
+        conversation wait for every other one: with 50 threads at once, one database
+        call ran at a time. The rest mirrors the library's non-pipeline-saver branches.
+        """
+        async with self.conn.connection() as conn:
+            if pipeline and self.supports_pipeline:
+                async with conn.pipeline(), conn.cursor(binary=True, row_factory=dict_row) as cur:
+                    yield cur
+            elif pipeline:
+                async with (
+                    conn.transaction(),
+                    conn.cursor(binary=True, row_factory=dict_row) as cur,
+                ):
+                    yield cur
+            else:
+                async with conn.cursor(binary=True, row_factory=dict_row) as cur:
+                    yield cur
+
+    async def setup(self) -> None:
+        """Creates or migrates langgraph's tables and memagent's, one process at a time."""
+        async with await AsyncConnection.connect(
+            self.conninfo, autocommit=True, row_factory=dict_row
+        ) as lock_conn:
+            while True:
+                cur = await lock_conn.execute(sql.TRY_SETUP_LOCK, (sql.SETUP_LOCK_KEY,))
+                row = await cur.fetchone()
+                if row is not None and row["locked"]:
+                    break
+                await asyncio.sleep(0.05)
+            try:
+                await super().setup()
+                await self._migrate_own_tables()
+            finally:
+                await lock_conn.execute(sql.RELEASE_SETUP_LOCK, (sql.SETUP_LOCK_KEY,))
+
+    async def _migrate_own_tables(self) -> None:
+        async with self.conn.connection() as conn, conn.transaction():
+            await conn.execute(sql.MIGRATIONS[0])
+            row = await (await conn.execute(sql.SELECT_MIGRATION_VERSION)).fetchone()
+            done = -1 if row is None or row["v"] is None else row["v"]
+            for version in range(done + 1, len(sql.MIGRATIONS)):
+                await conn.execute(sql.MIGRATIONS[version])
+                await conn.execute(sql.INSERT_MIGRATION_VERSION, (version,))
+
+    async def atimeline(self, thread_id: str, limit: int) -> list[TimelineEntry]:
+        """The head's lineage as timeline entries, newest first, without message blobs."""
+        async with self.conn.connection() as conn:
+            cur = await conn.execute(sql.SELECT_TIMELINE, {"thread_id": thread_id, "limit": limit})
+            rows = await cur.fetchall()
+        entries = []
+        for row in rows:
+            turn_input = (
+                self.serde.loads_typed((row["input_type"], row["input_blob"]))
+                if row["input_blob"] is not None
+                else None
+            )
+            entry = entry_from(
+                row["checkpoint_id"],
+                row["parent_checkpoint_id"],
+                row["ts"],
+                row["metadata"],
+                turn_input,
+            )
+            if entry is not None:
+                entries.append(entry)
+        return entries
+
+    async def ahas_checkpoint(self, thread_id: str, checkpoint_id: str) -> bool:
+        """Whether ``checkpoint_id`` is a root checkpoint of ``thread_id``."""
+        async with self.conn.connection() as conn:
+            cur = await conn.execute(sql.SELECT_ROOT_CHECKPOINT_EXISTS, (thread_id, checkpoint_id))
+            return await cur.fetchone() is not None
+
+    async def ahead_id(self, thread_id: str) -> str | None:
+        """The id of the thread's head (newest root checkpoint); one index entry, no state."""
+        async with self.conn.connection() as conn:
+            cur = await conn.execute(sql.SELECT_HEAD_ID, (thread_id,))
+            row = await cur.fetchone()
+        return None if row is None else str(row["checkpoint_id"])
+
+    async def atree_links(self, thread_id: str) -> list[dict[str, Any]]:
+        """Every root checkpoint's id and parent, oldest first; time and metadata on points.
+
+        Points are the checkpoints a tree shows (turns, forgets, rewinds); the others
+        only connect them. No message blob is read.
+        """
+        async with self.conn.connection() as conn:
+            cur = await conn.execute(sql.SELECT_TREE_LINKS, (thread_id,))
+            return list(await cur.fetchall())
+
+    async def aturn_inputs(self, thread_id: str, checkpoint_ids: list[str]) -> dict[str, Any]:
+        """The user-message write of each given turn point, decoded, by checkpoint id."""
+        if not checkpoint_ids:
+            return {}
+        async with self.conn.connection() as conn:
+            cur = await conn.execute(sql.SELECT_TURN_INPUTS, (thread_id, checkpoint_ids))
+            rows = await cur.fetchall()
+        return await asyncio.to_thread(
+            lambda: {
+                row["checkpoint_id"]: self.serde.loads_typed((row["type"], row["blob"]))
+                for row in rows
+            }
+        )
+
+    async def athreads(self, limit: int = 100) -> list[dict[str, Any]]:
+        """Threads with their checkpoint count and last activity, most recent first."""
+        async with self.conn.connection() as conn:
+            cur = await conn.execute(sql.SELECT_THREADS, (limit,))
+            return list(await cur.fetchall())
+
+    async def adelete_thread_counted(self, thread_id: str) -> dict[str, int]:
+        """Deletes every row of a thread in one transaction; rows removed per table."""
+        counts: dict[str, int] = {}
+        async with self.conn.connection() as conn, conn.transaction():
+            for table, statement in sql.DELETE_THREAD:
+                cur = await conn.execute(statement, (thread_id,))
+                counts[table] = cur.rowcount
+        return counts
+
+    async def adelete_thread(self, thread_id: str) -> None:
+        """The library's thread delete, made atomic and audited (the server calls this)."""
+        rows = await self.adelete_thread_counted(str(thread_id))
+        await self.arecord_audit("delete", str(thread_id), surface="server", detail=rows)
+
+    async def acopy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
+        """Copies every row of a thread to a new thread id, in one transaction.
+
+        The server calls this for ``POST /threads/<id>/copy`` (Studio's "copy thread").
+        Both threads then share their past (same checkpoint ids) and go their own ways.
+        """
+        params = {"source": str(source_thread_id), "target": str(target_thread_id)}
+        async with self.conn.connection() as conn, conn.transaction():
+            for _table, statement in sql.COPY_THREAD:
+                await conn.execute(statement, params)
+
+    async def adelete_for_runs(self, run_ids: Iterable[str]) -> None:
+        """Removes what the given runs wrote, so their threads return to before them.
+
+        The server calls this when a run is cancelled with ``multitask_strategy=
+        "rollback"``. Checkpoints of other runs are untouched.
+        """
+        ids = [str(run_id) for run_id in run_ids]
+        if not ids:
+            return
+        async with self.conn.connection() as conn, conn.transaction():
+            cur = await conn.execute(sql.DELETE_FOR_RUNS, (ids,))
+            for row in await cur.fetchall():
+                await conn.execute(sql.PURGE_UNREFERENCED_BLOBS, (row["thread_id"],))
+
+    async def apurge(self, thread_id: str) -> tuple[str | None, dict[str, int]]:
+        """Erases everything older than the thread's newest forget.
+
+        Also erased: root checkpoints that do not descend from that forget (a branch
+        made by rewinding to before it, which holds the forgotten messages again), so
+        the history that is left starts at the forget.
+
+        Returns:
+            The forget checkpoint the thread now starts at (``None`` if the thread
+            has never been forgotten, in which case nothing is erased) and the rows
+            removed per table.
+
+        Raises:
+            PurgeRefusedError: The head does not descend from the newest forget (it
+                was undone by a rewind), so the current conversation holds what the
+                purge would erase; nothing is changed.
+        """
+        counts = {"checkpoint_writes": 0, "checkpoints": 0, "checkpoint_blobs": 0}
+        async with self.conn.connection() as conn, conn.transaction():
+            row = await (await conn.execute(sql.SELECT_NEWEST_FORGET, (thread_id,))).fetchone()
+            if row is None:
+                return None, counts
+            cut = row["checkpoint_id"]
+            links = await (
+                await conn.execute(sql.SELECT_ROOT_LINKS_FROM, (thread_id, cut))
+            ).fetchall()
+            kept = {cut}
+            for link in links:  # oldest first, and a parent is always older than its child
+                if link["parent_checkpoint_id"] in kept:
+                    kept.add(link["checkpoint_id"])
+            if links[-1]["checkpoint_id"] not in kept:
+                raise PurgeRefusedError(
+                    f"Thread {thread_id!r} was rewound to before its newest forget, so its "
+                    "conversation holds the forgotten part again; forget it again, then purge."
+                )
+            params = {
+                "thread_id": thread_id,
+                "cut": cut,
+                "dropped": [
+                    link["checkpoint_id"] for link in links if link["checkpoint_id"] not in kept
+                ],
+            }
+            cur = await conn.execute(sql.PURGE_WRITES_BEFORE, params)
+            counts["checkpoint_writes"] = cur.rowcount
+            cur = await conn.execute(sql.PURGE_CHECKPOINTS_BEFORE, params)
+            counts["checkpoints"] = cur.rowcount
+            await conn.execute(sql.PURGE_DETACH_PARENTS, (thread_id, cut))
+            cur = await conn.execute(sql.PURGE_UNREFERENCED_BLOBS, (thread_id,))
+            counts["checkpoint_blobs"] = cur.rowcount
+        return cut, counts
+
+    async def arecord_audit(
+        self,
+        operation: str,
+        thread_id: str,
+        *,
+        surface: str,
+        actor: str | None = None,
+        detail: dict[str, Any] | None = None,
+    ) -> None:
+        """Appends one content-free line to the audit log."""
+        async with self.conn.connection() as conn:
+            await conn.execute(
+                sql.INSERT_AUDIT, (operation, thread_id, surface, actor, Jsonb(detail or {}))
+            )
+
+    async def aaudit(self, thread_id: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        """The newest audit lines, for one thread or all."""
+        async with self.conn.connection() as conn:
+            cur = await conn.execute(sql.SELECT_AUDIT, {"thread_id": thread_id, "limit": limit})
+            return list(await cur.fetchall())
+
+    @asynccontextmanager
+    async def thread_lease(
+        self,
+        thread_id: str,
+        *,
+        timeout: float | None = None,  # noqa: ASYNC109 - a wait budget, not a cancel point
+    ) -> AsyncIterator[None]:
+        """Holds a thread for one turn or memory operation.
+
+        A second holder waits (polling, holding no connection) up to ``timeout``
+        seconds, then gets ``ThreadBusyError``. A lease outlives a crashed holder by
+        at most ``lease_seconds``; one this saver could not release because the
+        database was unreachable is released by its next lease on the thread.
+
+        Raises:
+            ThreadBusyError: The thread stayed busy for ``timeout`` seconds.
+        """
+        timeout = self.busy_timeout if timeout is None else timeout
+        holder = uuid.uuid4().hex
+        deadline = time.monotonic() + timeout
+        delay = 0.01
+        while True:
+            async with self.conn.connection() as conn:
+                stale = self._unreleased_leases.get(thread_id)
+                if stale is not None:  # ours, and its turn is over: nothing can still use it
+                    await conn.execute(sql.RELEASE_THREAD_LEASE, (thread_id, stale))
+                    if self._unreleased_leases.get(thread_id) == stale:
+                        del self._unreleased_leases[thread_id]
+                cur = await conn.execute(
+                    sql.ACQUIRE_THREAD_LEASE, (thread_id, holder, self.lease_seconds)
+                )
+                if await cur.fetchone() is not None:
+                    break
+            if time.monotonic() >= deadline:
+                raise ThreadBusyError(thread_id)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.25)
+        release_wait: float | None = None  # the pool's timeout
+        try:
+            yield
+        except (psycopg.OperationalError, psycopg.InterfaceError):
+            release_wait = 1.0  # the database just failed: do not make the caller wait twice
+            raise
+        finally:
+            try:
+                async with self.conn.connection(timeout=release_wait) as conn:
+                    await conn.execute(sql.RELEASE_THREAD_LEASE, (thread_id, holder))
+            except (psycopg.OperationalError, psycopg.InterfaceError):
+                # The database went away during the turn. Raising here would hide why the
+                # turn failed, and the row would keep the thread busy for lease_seconds;
+                # this saver's next lease on the thread releases it instead.
+                logger.warning("could not release the lease on thread %r", thread_id)
+                self._unreleased_leases[thread_id] = holder
