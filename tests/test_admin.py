@@ -30,7 +30,7 @@ from tools import admin
 from tools.memory import FORGET, REWIND
 
 CANARY = "canary-5d41-passport-X1234567"
-TABLES = ("checkpoints", "checkpoint_blobs", "checkpoint_writes")
+TABLES = ("checkpoints", "checkpoint_blobs", "checkpoint_writes", "memagent_messages")
 
 
 class Chat:
@@ -101,6 +101,11 @@ def canary_rows(database_url: str, needle: str = CANARY) -> dict[str, int]:
             "checkpoint_writes": _count(
                 conn,
                 "SELECT count(*) FROM checkpoint_writes WHERE position(%s::bytea in blob) > 0",
+                (raw,),
+            ),
+            "memagent_messages": _count(
+                conn,
+                "SELECT count(*) FROM memagent_messages WHERE position(%s::bytea in blob) > 0",
                 (raw,),
             ),
         }

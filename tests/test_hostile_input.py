@@ -44,7 +44,7 @@ from tests.fakes import ScriptedChatModel, call
 from tools import admin
 from tools.memory import FORGET, REWIND, TIMELINE
 
-TABLES = ("checkpoints", "checkpoint_blobs", "checkpoint_writes")
+TABLES = ("checkpoints", "checkpoint_blobs", "checkpoint_writes", "memagent_messages")
 SQL_LOOKING = "x'; DROP TABLE checkpoints;--"
 CANARY = "canary-91c2-iban-DE00123456"
 

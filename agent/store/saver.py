@@ -13,22 +13,28 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterable
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
+from contextvars import ContextVar
 from typing import Any
 
 import psycopg
+from langchain_core.messages import BaseMessage
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import (
     ChannelVersions,
     Checkpoint,
     CheckpointMetadata,
     CheckpointTuple,
+    DeltaChannelHistory,
     get_checkpoint_metadata,
+    get_serializable_checkpoint_metadata,
 )
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
 from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
+from langgraph.checkpoint.serde.types import _DeltaSnapshot
 from psycopg import AsyncConnection, AsyncCursor
 from psycopg.rows import DictRow, dict_row
 from psycopg.types.json import Jsonb
@@ -37,12 +43,40 @@ from psycopg_pool import AsyncConnectionPool
 from agent.errors import PurgeRefusedError, ThreadBusyError
 from agent.state import MEMORY_EVENT_CHANNEL
 from agent.store import sql
+from agent.store.messages import (
+    MESSAGES_CHANNEL,
+    RANGES_TYPE,
+    MessageCache,
+    RangeList,
+    SeqReservation,
+    decode_ranges,
+    detached,
+    encode_ranges,
+    storable_messages,
+)
 from agent.timeline import TimelineEntry, entry_from
 
 logger = logging.getLogger(__name__)
 
 LOAD_OFF_LOOP_BYTES = 256 * 1024
 """Checkpoints whose blobs are larger than this are decoded in a worker thread."""
+SEQ_BLOCK = 64
+"""Message numbers reserved per round trip: one reservation serves about 30 turns."""
+MAX_RESERVATIONS = 10_000
+"""Threads whose unused reservation is remembered; older ones are dropped (a gap)."""
+RANGES_BYTES = RANGES_TYPE.encode()
+_CURRENT_CONNECTION: ContextVar[AsyncConnection[DictRow] | None] = ContextVar(
+    "memagent_current_connection", default=None
+)
+
+
+class StoreSerializer(JsonPlusSerializer):
+    """langgraph's serializer, which also reads memagent's range lists (as ``RangeList``)."""
+
+    def loads_typed(self, data: tuple[str, bytes]) -> Any:
+        if data[0] == RANGES_TYPE:
+            return RangeList(decode_ranges(data[1]))
+        return super().loads_typed(data)
 
 
 def strict_serializer() -> JsonPlusSerializer:
@@ -52,7 +86,7 @@ def strict_serializer() -> JsonPlusSerializer:
     run on load; with an empty one, only langgraph's built-in safe types (messages,
     documents, datetimes, ...) are revived and anything else stays inert data.
     """
-    return JsonPlusSerializer(pickle_fallback=False, allowed_msgpack_modules=None)
+    return StoreSerializer(pickle_fallback=False, allowed_msgpack_modules=None)
 
 
 def stamp_memory_event(
@@ -155,12 +189,15 @@ class MemagentInMemorySaver(MemoryMetadataMixin, InMemorySaver):
     """langgraph's in-memory saver with memagent's memory metadata, for tests and demos."""
 
 
-class MemagentSaver(MemoryMetadataMixin, AsyncPostgresSaver):
+class MemagentSaver(AsyncPostgresSaver):
     """``AsyncPostgresSaver`` plus what memagent needs from its database.
 
-    Everything the library does (checkpoints, history, ``aupdate_state``, pruning) is
-    the library's; this class adds a race-free ``setup``, memory metadata, an atomic
-    counted delete, purge, a cheap timeline, the audit log and per-thread leases.
+    Everything the library does (checkpoints, history, ``aupdate_state``, pruning)
+    keeps its API; what changes is how a conversation is stored: each message once,
+    in ``memagent_messages``, and each version of the ``messages`` channel as a range
+    list referring to those rows (``agent.store.messages``, docs/storage.md). The
+    class also adds memory metadata, a race-free ``setup``, an atomic counted delete,
+    purge, a cheap timeline, the audit log and per-thread leases.
     """
 
     conn: AsyncConnectionPool[AsyncConnection[DictRow]]
@@ -178,27 +215,209 @@ class MemagentSaver(MemoryMetadataMixin, AsyncPostgresSaver):
         self.lease_seconds = 600.0
         self._unreleased_leases: dict[str, str] = {}
         """Per thread, a lease of ours whose turn has ended but whose release failed."""
+        self._messages = MessageCache()
+        self._reserved: OrderedDict[str, SeqReservation] = OrderedDict()
+
+    async def aput(
+        self,
+        config: RunnableConfig,
+        checkpoint: Checkpoint,
+        metadata: CheckpointMetadata,
+        new_versions: ChannelVersions,
+    ) -> RunnableConfig:
+        """The library's ``aput``, storing a new ``messages`` version as a range list.
+
+        Mirrors ``AsyncPostgresSaver.aput`` (primitive values inline, others as blobs,
+        one pipeline) with two changes: the memory metadata, and the messages, of which
+        only those not stored yet are written. Message rows go first in the pipeline,
+        the range list next and the checkpoint last, so a crash part way leaves at most
+        rows nothing refers to, never a checkpoint that refers to a missing row.
+        """
+        config, metadata = stamp_memory_event(config, checkpoint, metadata, new_versions)
+        config, metadata = storable_metadata(config, metadata)
+        configurable = config["configurable"]
+        thread_id = str(configurable["thread_id"])
+        checkpoint_ns = configurable["checkpoint_ns"]
+        stored = checkpoint.copy()
+        stored["channel_values"] = values = dict(checkpoint["channel_values"])
+        blob_values: dict[str, Any] = {}
+        for channel, value in checkpoint["channel_values"].items():
+            if isinstance(value, _DeltaSnapshot):
+                blob_values[channel] = values.pop(channel)
+                values[channel] = True
+            elif value is not None and not isinstance(value, str | int | float | bool):
+                blob_values[channel] = values.pop(channel)
+        blob_versions = {k: v for k, v in new_versions.items() if k in blob_values}
+        message_rows: list[tuple[str, int, str, str, bytes]] = []
+        blob_rows: list[tuple[str, str, str, str, str, bytes | None]] = []
+        messages = blob_values.get(MESSAGES_CHANNEL)
+        if MESSAGES_CHANNEL in blob_versions and storable_messages(messages):
+            seqs, message_rows = await self._message_rows(thread_id, messages)
+            version = str(blob_versions.pop(MESSAGES_CHANNEL))
+            blob_rows.append(
+                (
+                    thread_id,
+                    checkpoint_ns,
+                    MESSAGES_CHANNEL,
+                    version,
+                    RANGES_TYPE,
+                    encode_ranges(seqs),
+                )
+            )
+        if blob_versions:
+            blob_rows.extend(
+                await asyncio.to_thread(
+                    self._dump_blobs, thread_id, checkpoint_ns, blob_values, blob_versions
+                )
+            )
+        async with self._cursor(pipeline=True) as cur:
+            if message_rows:
+                await cur.executemany(sql.INSERT_MESSAGE, message_rows)
+            if blob_rows:
+                await cur.executemany(self.UPSERT_CHECKPOINT_BLOBS_SQL, blob_rows)
+            await cur.execute(
+                self.UPSERT_CHECKPOINTS_SQL,
+                (
+                    thread_id,
+                    checkpoint_ns,
+                    checkpoint["id"],
+                    configurable.get("checkpoint_id"),
+                    Jsonb(stored),
+                    Jsonb(get_serializable_checkpoint_metadata(config, metadata)),
+                ),
+            )
+        return {
+            "configurable": {
+                "thread_id": thread_id,
+                "checkpoint_ns": checkpoint_ns,
+                "checkpoint_id": checkpoint["id"],
+            }
+        }
+
+    async def _message_rows(
+        self, thread_id: str, messages: list[BaseMessage]
+    ) -> tuple[list[int], list[tuple[str, int, str, str, bytes]]]:
+        """The row number of each message, and the rows to insert for those not stored yet.
+
+        A message is already stored when a cached row has its id and equal content:
+        every run starts by reading its checkpoint, which caches that conversation's
+        rows, so only the run's new messages (and any it changed) are new rows. A
+        message loaded from a row of an older release is not cached and is stored once
+        here: that is the whole migration of an existing thread.
+        """
+        seqs = [self._messages.find(thread_id, message) for message in messages]
+        new = [index for index, seq in enumerate(seqs) if seq is None]
+        rows = []
+        for index, seq in zip(new, await self._reserve(thread_id, len(new)), strict=True):
+            message = messages[index]
+            type_, blob = self.serde.dumps_typed(message)
+            rows.append((thread_id, seq, str(message.id), type_, blob))
+            seqs[index] = seq
+            self._messages.add(thread_id, seq, detached(message))
+        return [seq for seq in seqs if seq is not None], rows
+
+    async def _reserve(self, thread_id: str, count: int) -> list[int]:
+        """``count`` new message numbers for the thread, from this saver's reservation."""
+        reservation = self._reserved.get(thread_id)
+        taken = reservation.take(min(count, reservation.left)) if reservation else []
+        if len(taken) < count:
+            block = max(count - len(taken), SEQ_BLOCK)
+            async with self.conn.connection() as conn:
+                cur = await conn.execute(sql.RESERVE_MESSAGE_SEQS, (thread_id, block))
+                row = await cur.fetchone()
+            assert row is not None  # an upsert with RETURNING always returns its row
+            reservation = SeqReservation(row["last_seq"] - block + 1, row["last_seq"])
+            self._reserved[thread_id] = reservation
+            taken += reservation.take(count - len(taken))
+        if reservation is not None:
+            self._reserved.move_to_end(thread_id)
+            while len(self._reserved) > MAX_RESERVATIONS:
+                self._reserved.popitem(last=False)
+        return taken
+
+    async def _messages_at(self, thread_id: str, seqs: list[int]) -> list[BaseMessage]:
+        """The messages of a range list, from the cache or, once, from their rows."""
+        found = {seq: m for seq in seqs if (m := self._messages.get(thread_id, seq)) is not None}
+        missing = [seq for seq in dict.fromkeys(seqs) if seq not in found]
+        if missing:
+            async with self._connection() as conn:
+                cur = await conn.execute(sql.SELECT_MESSAGES_BY_SEQ, (thread_id, missing))
+                rows = await cur.fetchall()
+            decoded = await self._decode_rows(rows)
+            for seq, message in decoded.items():
+                self._messages.add(thread_id, seq, message)
+            found.update(decoded)
+            if lost := [seq for seq in missing if seq not in found]:
+                raise LookupError(
+                    f"thread {thread_id!r} refers to message rows {lost[:5]} that are gone; "
+                    "the database was changed outside memagent"
+                )
+        return [detached(found[seq]) for seq in seqs]
+
+    async def _decode_rows(self, rows: list[DictRow]) -> dict[int, BaseMessage]:
+        def decode() -> dict[int, BaseMessage]:
+            return {row["seq"]: self.serde.loads_typed((row["type"], row["blob"])) for row in rows}
+
+        if sum(len(row["blob"]) for row in rows) < LOAD_OFF_LOOP_BYTES:
+            return decode()
+        return await asyncio.to_thread(decode)
 
     async def _load_checkpoint_tuple(self, value: DictRow) -> CheckpointTuple:
-        """The library's row decoding, with large message blobs decoded off the loop.
+        """The library's row decoding, plus range lists and large blobs off the loop.
 
-        The library decodes a checkpoint's blobs on the event loop; for a long thread
-        (thousands of messages) that stalls every other task on the loop for tens of
-        milliseconds per load, and a rewind loads twice. Small rows stay on the loop,
-        where a thread hop would cost more than the decoding.
+        A ``messages`` range list becomes the list of its messages. The library
+        decodes blobs on the event loop; for a long thread stored by an older release
+        (one blob of thousands of messages) that would stall every other task on the
+        loop for tens of milliseconds, so large blobs are decoded in a worker thread.
         """
-        blobs = value["channel_values"]
-        if not blobs or sum(len(blob or b"") for _, _, blob in blobs) < LOAD_OFF_LOOP_BYTES:
-            return await super()._load_checkpoint_tuple(value)
-        loaded = await asyncio.to_thread(self._load_blobs, blobs)
+        rows = value["channel_values"] or []
+        ranged = [(bytes(c).decode(), bytes(b)) for c, t, b in rows if bytes(t) == RANGES_BYTES]
+        blobs = [row for row in rows if bytes(row[1]) != RANGES_BYTES]
+        loaded: dict[str, Any] = {}
+        if blobs and sum(len(blob or b"") for _, _, blob in blobs) >= LOAD_OFF_LOOP_BYTES:
+            loaded = await asyncio.to_thread(self._load_blobs, blobs)
+            blobs = []
+        for channel, blob in ranged:
+            loaded[channel] = await self._messages_at(value["thread_id"], decode_ranges(blob))
         checkpoint = value["checkpoint"]
         inline = checkpoint.get("channel_values") or {}
         row = {
             **value,
             "checkpoint": {**checkpoint, "channel_values": {**inline, **loaded}},
-            "channel_values": None,
+            "channel_values": blobs,
         }
         return await super()._load_checkpoint_tuple(row)
+
+    async def aget_delta_channel_history(
+        self, *, config: RunnableConfig, channels: Sequence[str]
+    ) -> Mapping[str, DeltaChannelHistory]:
+        """The library's rebuild of channels from older versions, with range lists resolved.
+
+        langgraph takes this path when a checkpoint lists a channel version it has no
+        value for (a crafted or damaged row); its seed may then be a range list.
+        """
+        histories = await super().aget_delta_channel_history(config=config, channels=channels)
+        for entry in histories.values():
+            seed = entry.get("seed")
+            if isinstance(seed, RangeList):
+                thread_id = str(config["configurable"]["thread_id"])
+                entry["seed"] = await self._messages_at(thread_id, seed.seqs)
+        return histories
+
+    @asynccontextmanager
+    async def _connection(self) -> AsyncIterator[AsyncConnection[DictRow]]:
+        """The connection of the database call in progress in this task, else a pooled one.
+
+        The library decodes rows while it still holds its cursor's connection; a read
+        of message rows made then reuses that connection rather than taking a second
+        one from the pool, which a pool of one connection could never give.
+        """
+        current = _CURRENT_CONNECTION.get()
+        if current is not None:
+            yield current
+            return
+        async with self.conn.connection() as conn:
+            yield conn
 
     @asynccontextmanager
     async def _cursor(self, *, pipeline: bool = False) -> AsyncIterator[AsyncCursor[DictRow]]:
@@ -211,18 +430,35 @@ class MemagentSaver(MemoryMetadataMixin, AsyncPostgresSaver):
         call ran at a time. The rest mirrors the library's non-pipeline-saver branches.
         """
         async with self.conn.connection() as conn:
-            if pipeline and self.supports_pipeline:
-                async with conn.pipeline(), conn.cursor(binary=True, row_factory=dict_row) as cur:
-                    yield cur
-            elif pipeline:
-                async with (
-                    conn.transaction(),
-                    conn.cursor(binary=True, row_factory=dict_row) as cur,
-                ):
-                    yield cur
-            else:
-                async with conn.cursor(binary=True, row_factory=dict_row) as cur:
-                    yield cur
+            token = _CURRENT_CONNECTION.set(None if pipeline else conn)
+            try:
+                if pipeline and self.supports_pipeline:
+                    async with (
+                        conn.pipeline(),
+                        conn.cursor(binary=True, row_factory=dict_row) as cur,
+                    ):
+                        yield cur
+                elif pipeline:
+                    async with (
+                        conn.transaction(),
+                        conn.cursor(binary=True, row_factory=dict_row) as cur,
+                    ):
+                        yield cur
+                else:
+                    async with conn.cursor(binary=True, row_factory=dict_row) as cur:
+                        yield cur
+            finally:
+                _CURRENT_CONNECTION.reset(token)
+
+    async def aprune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
+        """The library's prune, which also drops the message rows nothing refers to any more."""
+        await super().aprune(thread_ids, strategy=strategy)
+        async with self.conn.connection() as conn:
+            for thread_id in thread_ids:
+                await conn.execute(
+                    sql.DELETE_UNREFERENCED_MESSAGES,
+                    {"thread_id": str(thread_id), "ranges_type": RANGES_TYPE},
+                )
 
     async def setup(self) -> None:
         """Creates or migrates langgraph's tables and memagent's, one process at a time."""
@@ -354,6 +590,10 @@ class MemagentSaver(MemoryMetadataMixin, AsyncPostgresSaver):
             cur = await conn.execute(sql.DELETE_FOR_RUNS, (ids,))
             for row in await cur.fetchall():
                 await conn.execute(sql.PURGE_UNREFERENCED_BLOBS, (row["thread_id"],))
+                await conn.execute(
+                    sql.DELETE_UNREFERENCED_MESSAGES,
+                    {"thread_id": row["thread_id"], "ranges_type": RANGES_TYPE},
+                )
 
     async def apurge(self, thread_id: str) -> tuple[str | None, dict[str, int]]:
         """Erases everything older than the thread's newest forget.
@@ -372,7 +612,12 @@ class MemagentSaver(MemoryMetadataMixin, AsyncPostgresSaver):
                 was undone by a rewind), so the current conversation holds what the
                 purge would erase; nothing is changed.
         """
-        counts = {"checkpoint_writes": 0, "checkpoints": 0, "checkpoint_blobs": 0}
+        counts = {
+            "checkpoint_writes": 0,
+            "checkpoints": 0,
+            "checkpoint_blobs": 0,
+            "memagent_messages": 0,
+        }
         async with self.conn.connection() as conn, conn.transaction():
             row = await (await conn.execute(sql.SELECT_NEWEST_FORGET, (thread_id,))).fetchone()
             if row is None:
@@ -404,6 +649,11 @@ class MemagentSaver(MemoryMetadataMixin, AsyncPostgresSaver):
             await conn.execute(sql.PURGE_DETACH_PARENTS, (thread_id, cut))
             cur = await conn.execute(sql.PURGE_UNREFERENCED_BLOBS, (thread_id,))
             counts["checkpoint_blobs"] = cur.rowcount
+            cur = await conn.execute(
+                sql.DELETE_UNREFERENCED_MESSAGES,
+                {"thread_id": thread_id, "ranges_type": RANGES_TYPE},
+            )
+            counts["memagent_messages"] = cur.rowcount
         return cut, counts
 
     async def arecord_audit(

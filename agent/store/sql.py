@@ -54,6 +54,23 @@ EXCEPTION WHEN feature_not_supported OR syntax_error THEN
     NULL;
 END
 $$""",
+    # Each message once (agent/store/messages.py, docs/storage.md). ``seq`` numbers a
+    # thread's message rows; a ``messages`` version in ``checkpoint_blobs`` lists ranges
+    # of them. The counter row outlives a delete so that a number is never reused.
+    """CREATE TABLE IF NOT EXISTS memagent_messages (
+    thread_id TEXT NOT NULL,
+    seq BIGINT NOT NULL,
+    message_id TEXT NOT NULL,
+    type TEXT NOT NULL,
+    blob BYTEA NOT NULL,
+    PRIMARY KEY (thread_id, seq)
+)""",
+    """CREATE INDEX IF NOT EXISTS memagent_messages_id_idx
+    ON memagent_messages (thread_id, message_id)""",
+    """CREATE TABLE IF NOT EXISTS memagent_message_seq (
+    thread_id TEXT PRIMARY KEY,
+    last_seq BIGINT NOT NULL
+)""",
 )
 SELECT_MIGRATION_VERSION = "SELECT max(v) AS v FROM memagent_migrations"
 INSERT_MIGRATION_VERSION = "INSERT INTO memagent_migrations (v) VALUES (%s)"
@@ -135,6 +152,7 @@ DELETE_THREAD: tuple[tuple[str, str], ...] = (
     ("checkpoint_writes", "DELETE FROM checkpoint_writes WHERE thread_id = %s"),
     ("checkpoint_blobs", "DELETE FROM checkpoint_blobs WHERE thread_id = %s"),
     ("checkpoints", "DELETE FROM checkpoints WHERE thread_id = %s"),
+    ("memagent_messages", "DELETE FROM memagent_messages WHERE thread_id = %s"),
 )
 
 # Purge keeps the thread from its newest forget on. ``aprune`` can only keep the
@@ -176,6 +194,40 @@ WHERE b.thread_id = %s
       AND c.checkpoint_ns = b.checkpoint_ns
       AND c.checkpoint -> 'channel_versions' ->> b.channel = b.version
   )
+"""
+
+# Message rows no range list of the thread refers to any more (after a purge, a prune
+# or a rollback). The range lists are JSON, so PostgreSQL can read them here.
+DELETE_UNREFERENCED_MESSAGES = """
+DELETE FROM memagent_messages m
+WHERE m.thread_id = %(thread_id)s
+  AND NOT EXISTS (
+    SELECT 1
+    FROM checkpoint_blobs b
+    CROSS JOIN LATERAL jsonb_array_elements(convert_from(b.blob, 'UTF8')::jsonb) AS r(range)
+    WHERE b.thread_id = m.thread_id
+      AND b.type = %(ranges_type)s
+      AND m.seq BETWEEN (r.range ->> 0)::bigint AND (r.range ->> 1)::bigint
+  )
+"""
+
+# Message numbers come from a per-thread counter row, reserved in blocks: the row lock
+# makes two processes writing one thread take different numbers.
+RESERVE_MESSAGE_SEQS = """
+INSERT INTO memagent_message_seq (thread_id, last_seq) VALUES (%s, %s)
+ON CONFLICT (thread_id) DO UPDATE SET last_seq = memagent_message_seq.last_seq + EXCLUDED.last_seq
+RETURNING last_seq
+"""
+INSERT_MESSAGE = """
+INSERT INTO memagent_messages (thread_id, seq, message_id, type, blob)
+VALUES (%s, %s, %s, %s, %s)
+ON CONFLICT DO NOTHING
+"""
+SELECT_MESSAGES_BY_SEQ = """
+SELECT seq, type, blob FROM memagent_messages WHERE thread_id = %s AND seq = ANY(%s)
+"""
+SELECT_MESSAGES_BY_ID = """
+SELECT seq, type, blob FROM memagent_messages WHERE thread_id = %s AND message_id = ANY(%s)
 """
 
 INSERT_AUDIT = """
@@ -275,6 +327,24 @@ INSERT INTO checkpoint_writes
 SELECT %(target)s, checkpoint_ns, checkpoint_id, task_id, task_path, idx, channel, type, blob
 FROM checkpoint_writes WHERE thread_id = %(source)s
 ON CONFLICT DO NOTHING
+""",
+    ),
+    (
+        "memagent_messages",
+        """
+INSERT INTO memagent_messages (thread_id, seq, message_id, type, blob)
+SELECT %(target)s, seq, message_id, type, blob
+FROM memagent_messages WHERE thread_id = %(source)s
+ON CONFLICT DO NOTHING
+""",
+    ),
+    (
+        "memagent_message_seq",
+        """
+INSERT INTO memagent_message_seq (thread_id, last_seq)
+SELECT %(target)s, last_seq FROM memagent_message_seq WHERE thread_id = %(source)s
+ON CONFLICT (thread_id) DO UPDATE
+    SET last_seq = GREATEST(memagent_message_seq.last_seq, EXCLUDED.last_seq)
 """,
     ),
 )
