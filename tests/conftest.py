@@ -76,5 +76,10 @@ def table_counts(database_url: str) -> dict[str, int]:
     with psycopg.connect(database_url) as conn:
         return {
             table: conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]  # type: ignore[index]
-            for table in ("checkpoints", "checkpoint_blobs", "checkpoint_writes", "memagent_messages")
+            for table in (
+                "checkpoints",
+                "checkpoint_blobs",
+                "checkpoint_writes",
+                "memagent_messages",
+            )
         }
