@@ -142,7 +142,10 @@ class MessageCache:
     def find(self, thread_id: str, message: BaseMessage) -> int | None:
         """The row holding exactly ``message`` (same id, equal content), if cached."""
         for seq in self._by_id.get((thread_id, str(message.id)), ()):
-            if self._rows[(thread_id, seq)] == message:
+            cached = self._rows[(thread_id, seq)]
+            # The fields alone: pydantic's ``==`` compares the same plus bookkeeping,
+            # at five times the cost, for every message of the thread at every write.
+            if type(cached) is type(message) and cached.__dict__ == message.__dict__:
                 return seq
         return None
 
