@@ -161,7 +161,7 @@ async def test_erasers_leave_no_message_row_behind(saver: MemagentSaver, databas
 def previous_release_url(database_url: str) -> str:
     """This test's database, filled by the release before message-once storage."""
     with psycopg.connect(database_url, autocommit=True) as conn:
-        conn.execute(PREVIOUS_RELEASE_DUMP.read_text())  # type: ignore[arg-type]
+        conn.execute(PREVIOUS_RELEASE_DUMP.read_text())
     return database_url
 
 

@@ -295,9 +295,10 @@ async def aforget(
     async with saver.thread_lease(thread_id):
         await _require_thread(saver, thread_id)
         graph = await _state_graph(saver)
-        config = await graph.aupdate_state(
-            root_config(thread_id), forget_update(clean_reason(reason)), as_node="apply_memory"
-        )
+        with saver.sharing_cached_messages():
+            config = await graph.aupdate_state(
+                root_config(thread_id), forget_update(clean_reason(reason)), as_node="apply_memory"
+            )
         await saver.arecord_audit("forget", thread_id, surface=surface, actor=actor)
     return MemoryChange(thread_id, str(config["configurable"]["checkpoint_id"]))
 
@@ -319,11 +320,14 @@ async def arewind(
     """
     check_thread_id(thread_id)
     async with saver.thread_lease(thread_id):
-        target, messages = await load_rewind_target(saver, thread_id, checkpoint_id)
         graph = await _state_graph(saver)
-        config = await graph.aupdate_state(
-            root_config(thread_id, target), rewind_update(target, messages), as_node="apply_memory"
-        )
+        with saver.sharing_cached_messages():
+            target, messages = await load_rewind_target(saver, thread_id, checkpoint_id)
+            config = await graph.aupdate_state(
+                root_config(thread_id, target),
+                rewind_update(target, messages),
+                as_node="apply_memory",
+            )
         await saver.arecord_audit(
             "rewind", thread_id, surface=surface, actor=actor, detail={"target": target}
         )

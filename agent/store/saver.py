@@ -14,8 +14,8 @@ import logging
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from contextvars import ContextVar
 from typing import Any
 
@@ -65,6 +65,9 @@ SEQ_BLOCK = 64
 MAX_RESERVATIONS = 10_000
 """Threads whose unused reservation is remembered; older ones are dropped (a gap)."""
 RANGES_BYTES = RANGES_TYPE.encode()
+_SHARING_CACHED_MESSAGES: ContextVar[bool] = ContextVar(
+    "memagent_sharing_cached_messages", default=False
+)
 _CURRENT_CONNECTION: ContextVar[AsyncConnection[DictRow] | None] = ContextVar(
     "memagent_current_connection", default=None
 )
@@ -352,7 +355,25 @@ class MemagentSaver(AsyncPostgresSaver):
                     f"thread {thread_id!r} refers to message rows {lost[:5]} that are gone; "
                     "the database was changed outside memagent"
                 )
+        if _SHARING_CACHED_MESSAGES.get():
+            return [found[seq] for seq in seqs]
         return [detached(found[seq]) for seq in seqs]
+
+    @contextmanager
+    def sharing_cached_messages(self) -> Iterator[None]:
+        """Reads in this block hand out the cached messages themselves, not copies.
+
+        For ``tools.admin``'s forget and rewind only: langgraph's ``aupdate_state``
+        reads the thread's state (and a rewind its target's) but never changes a
+        message, so copying every message of a long thread would be the whole cost
+        of an operation that otherwise writes one message and a range list. Nothing
+        that runs a node or returns state to a caller may read in this block.
+        """
+        token = _SHARING_CACHED_MESSAGES.set(True)
+        try:
+            yield
+        finally:
+            _SHARING_CACHED_MESSAGES.reset(token)
 
     async def _decode_rows(self, rows: list[DictRow]) -> dict[int, BaseMessage]:
         def decode() -> dict[int, BaseMessage]:
