@@ -104,6 +104,8 @@ async def _chat(thread_id: str) -> None:
         click.echo(f"          database: {session.database_label}")
         click.echo(f"          thread: {thread_id}  (resume: {_resume_command(thread_id)})")
         click.echo(CHAT_HELP)
+        if terminal.keys_help:
+            click.echo(terminal.keys_help)
         show_recap(await _recent_messages(session, thread_id))
         try:
             while True:

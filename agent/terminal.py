@@ -48,6 +48,9 @@ def history_path(settings: Settings) -> Path:
 class PlainTerminal:
     """Lines from stdin, replies as plain text on stdout: for pipes, files and tests."""
 
+    keys_help = ""
+    """The editing keys this terminal offers, for the banner (none here)."""
+
     async def read_line(self) -> str | None:
         """The user's next line without its newline, or ``None`` at end of input.
 
@@ -91,6 +94,8 @@ class PromptTerminal(PlainTerminal):
     chat, the way the read returns ``None`` at the end of piped input, so the chat
     closes the database normally. Esc then Enter inserts a line break.
     """
+
+    keys_help = "Keys: Up/Down earlier lines  Esc Enter new line  Ctrl-C clears (twice quits)"
 
     def __init__(self, history_file: Path) -> None:
         history_file.parent.mkdir(parents=True, exist_ok=True)

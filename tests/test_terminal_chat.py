@@ -26,6 +26,7 @@ from agent.settings import Settings
 from agent.terminal import QUIT_HINT, history_path
 
 CTRL_C, CTRL_D, ENTER, LEFT, UP = "\x03", "\x04", "\r", "\x1b[D", "\x1b[A"
+ESC_ENTER = "\x1b\r"
 PASTE_START, PASTE_END = "\x1b[200~", "\x1b[201~"
 PROMPT_READY = "\x1b[?2004h"
 """Sent when a prompt starts: bracketed paste on (the prompt redraws ``you>`` as one types)."""
@@ -159,7 +160,7 @@ def test_ctrl_c_twice_stops_the_embedded_database_with_the_chat(
     assert not (pgdata / "postmaster.pid").exists()  # and stopped when the chat ended
 
 
-def test_a_long_multi_line_paste_arrives_whole(
+def test_a_long_multi_line_paste_arrives_whole_and_esc_enter_breaks_a_line(
     terminal_env: dict[str, str], thread_id: str
 ) -> None:
     long_line = " ".join(f"word{n}" for n in range(1000))[:6000]
@@ -167,8 +168,9 @@ def test_a_long_multi_line_paste_arrives_whole(
     assert len(long_line) == 6000
     chat = Chat(terminal_env, "--thread", thread_id)
     chat.say(PASTE_START + pasted + PASTE_END)
+    chat.say("typed" + ESC_ENTER + "over two lines")
     chat.quit_with(CTRL_D)
-    assert user_messages(thread_id) == [pasted]
+    assert user_messages(thread_id) == [pasted, "typed\nover two lines"]
 
 
 def test_arrow_keys_edit_the_line_and_history_outlives_the_session(
