@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shlex
 import sys
 from collections.abc import Awaitable, Callable
 from datetime import datetime
@@ -15,13 +16,21 @@ from typing import Any, TypeVar
 import click
 import psycopg
 import psycopg_pool
+from langchain_core.messages import AIMessage, HumanMessage
 
 from agent.errors import MemagentError
 from agent.session import ChatSession, new_thread_id
 from agent.settings import Settings
 from agent.store.database import open_saver
 from agent.store.saver import MemagentSaver
-from agent.timeline import UNDO_LOOKBACK, render_timeline, undo_target
+from agent.terminal import open_terminal, show_recap
+from agent.timeline import (
+    DEFAULT_TIMELINE_LIMIT,
+    MAX_TIMELINE_LIMIT,
+    UNDO_LOOKBACK,
+    render_timeline,
+    undo_target,
+)
 from agent.validation import check_thread_id
 from tools import admin
 
@@ -31,7 +40,15 @@ USER_ERRORS = (
     psycopg.OperationalError,
     psycopg_pool.PoolTimeout,
 )
-CHAT_HELP = "Commands: /forget  /undo  /rewind ID  /timeline  /exit   (Ctrl-D also quits)"
+CHAT_HELP = (
+    "Commands: /forget [REASON]  /undo  /rewind ID  /timeline [N]  /exit   (Ctrl-D also quits)"
+)
+TIMELINE_USAGE = (
+    f"Usage: /timeline [N]  (the newest N entries, 1 to {MAX_TIMELINE_LIMIT}; "
+    f"default {DEFAULT_TIMELINE_LIMIT})"
+)
+RECAP_MESSAGES = 6
+"""How many earlier messages a resumed chat shows."""
 
 
 def _run(work: Callable[[], Awaitable[T]]) -> T:
@@ -80,57 +97,81 @@ def chat(thread_id: str | None) -> None:
 
 async def _chat(thread_id: str) -> None:
     check_thread_id(thread_id)
-    async with ChatSession.open() as session:
+    settings = Settings.from_env()
+    async with ChatSession.open(settings) as session:
+        terminal = open_terminal(settings)
         click.echo(f"memagent  model: {session.model_label}")
         click.echo(f"          database: {session.database_label}")
-        click.echo(
-            f"          thread: {thread_id}  (resume: {_program()} chat --thread {thread_id})"
-        )
+        click.echo(f"          thread: {thread_id}  (resume: {_resume_command(thread_id)})")
         click.echo(CHAT_HELP)
-        while True:
-            line = await asyncio.to_thread(_read_line, "you> ")
-            if line is None or line.strip() in {"/exit", "/quit"}:
-                click.echo("bye")
-                return
-            if not line.strip():
-                continue
-            try:
-                if line.startswith("/"):
-                    await _slash_command(session, thread_id, line.strip())
-                else:
-                    click.echo("agent> ", nl=False)
-                    async for part in session.stream(thread_id, line):
-                        click.echo(part, nl=False)
-                    click.echo()
-            except USER_ERRORS as error:
-                click.echo(f"\nerror: {_one_line(error)}", err=True)
+        if terminal.keys_help:
+            click.echo(terminal.keys_help)
+        show_recap(await _recent_messages(session, thread_id))
+        try:
+            while True:
+                line = await terminal.read_line()
+                if line is None or line.split(maxsplit=1)[:1] in (["/exit"], ["/quit"]):
+                    return  # any words after /exit change nothing: the chat ends
+                if not line.strip():
+                    continue
+                try:
+                    if line.startswith("/"):
+                        await _slash_command(session, thread_id, line.strip())
+                    else:
+                        await terminal.show_reply(session.stream(thread_id, line))
+                except USER_ERRORS as error:
+                    click.echo(f"\nerror: {_one_line(error)}", err=True)
+        finally:
+            click.echo("bye")
+            click.echo(f"Thread {thread_id} is saved. Resume it with: {_resume_command(thread_id)}")
 
 
-def _program() -> str:
-    """How the user started memagent, so the resume hint can be pasted as it is."""
-    return "python3 -m agent" if sys.argv[0].endswith("__main__.py") else "memagent"
+def _resume_command(thread_id: str) -> str:
+    """The command that resumes this thread, as the user started memagent, ready to paste."""
+    program = "python3 -m agent" if sys.argv[0].endswith("__main__.py") else "memagent"
+    return f"{program} chat --thread {shlex.quote(thread_id)}"
 
 
-def _read_line(prompt: str) -> str | None:
-    click.echo(prompt, nl=False)
-    line = sys.stdin.readline()
-    if not line:
-        click.echo()
-        return None
-    return line.rstrip("\n")
+async def _recent_messages(session: ChatSession, thread_id: str) -> list[tuple[str, str]]:
+    """The last few things said in the thread (what the agent now remembers), oldest first."""
+    state = await session.graph.aget_state({"configurable": {"thread_id": thread_id}})
+    said: list[tuple[str, str]] = []
+    for message in state.values.get("messages", []):
+        if isinstance(message, HumanMessage):
+            said.append(("you", message.text))
+        elif isinstance(message, AIMessage) and message.text:
+            said.append(("agent", message.text))
+    return said[-RECAP_MESSAGES:]
+
+
+def _timeline_limit(argument: str) -> int | None:
+    """The entry count ``/timeline N`` asks for; ``None`` if it is not one."""
+    if not argument:
+        return DEFAULT_TIMELINE_LIMIT
+    if argument.isdigit() and 1 <= int(argument) <= MAX_TIMELINE_LIMIT:
+        return int(argument)
+    return None
 
 
 async def _slash_command(session: ChatSession, thread_id: str, line: str) -> None:
     command, _, argument = line.partition(" ")
+    argument = argument.strip()
     saver = session.saver
     if command == "/timeline":
-        click.echo(render_timeline(await admin.atimeline(saver, thread_id)))
+        limit = _timeline_limit(argument)
+        if limit is None:
+            click.echo(TIMELINE_USAGE)
+            return
+        click.echo(render_timeline(await admin.atimeline(saver, thread_id, limit=limit)))
     elif command == "/forget":
         change = await admin.aforget(
             saver, thread_id, reason=argument or "asked in the chat", surface="cli"
         )
         click.echo(f"Forgotten. Undo with /undo or /rewind (new head {change.checkpoint_id}).")
     elif command == "/undo":
+        if argument:
+            click.echo("Usage: /undo  (takes back the newest change; /rewind ID goes further)")
+            return
         target = undo_target(await admin.atimeline(saver, thread_id, limit=UNDO_LOOKBACK))
         if target is None:
             click.echo("Nothing to undo yet.")
@@ -138,10 +179,10 @@ async def _slash_command(session: ChatSession, thread_id: str, line: str) -> Non
         await admin.arewind(saver, thread_id, target, surface="cli")
         click.echo(f"Undone: back to {target}.")
     elif command == "/rewind":
-        if not argument.strip():
+        if not argument:
             click.echo("Usage: /rewind CHECKPOINT_ID  (see /timeline for ids)")
             return
-        change = await admin.arewind(saver, thread_id, argument.strip(), surface="cli")
+        change = await admin.arewind(saver, thread_id, argument, surface="cli")
         click.echo(f"Rewound to {change.rewound_to}.")
     elif command == "/help":
         click.echo(CHAT_HELP)

@@ -38,6 +38,7 @@ def test_quit_and_resume_the_same_thread() -> None:
     assert f"python3 -m agent chat --thread {thread}" in first
 
     second = chat("what is my name?", thread=thread)  # ends with EOF, like Ctrl-D
+    assert "you: my name is Grace Hopper" in second  # the recap of the thread so far
     assert 'You told me: "my name is Grace Hopper"' in second
 
 
@@ -77,6 +78,18 @@ def test_slash_commands_forget_undo_rewind_timeline() -> None:
     assert "[forgot]" not in out
     assert "error: 'not-an-id' is not a checkpoint id" in out
     assert "Usage: /rewind CHECKPOINT_ID" in out
+
+
+@pytest.mark.usefixtures("settings")
+def test_exit_ignores_its_words_and_timeline_takes_only_a_count() -> None:
+    thread = f"cli-{uuid.uuid4()}"
+    out = chat("one", "two", "/timeline extra", "/timeline 1", "/exit now", "three", thread=thread)
+    assert "Usage: /timeline [N]" in out
+    assert 'before "two"' in out
+    assert 'before "one"' not in out  # one entry, as asked
+    assert "Unknown command" not in out
+    assert '"three"' not in out  # the chat ended at "/exit now"
+    assert out.rstrip().endswith(f"Resume it with: python3 -m agent chat --thread {thread}")
 
 
 def readme_session() -> list[str]:
