@@ -11,6 +11,7 @@ test or the startup fails. The ground truth for what was saved is PostgreSQL its
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import secrets
@@ -24,6 +25,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -581,6 +583,19 @@ def test_auth_requires_a_valid_token(auth_server: Server) -> None:
     studio = auth_server.client(**{"x-auth-scheme": "langsmith"})
     assert http_status(studio.threads.search) == 401
     assert isinstance(auth_server.client("alice").threads.search(), list)  # a valid token works
+
+
+def test_auth_refuses_expired_and_unsigned_tokens(auth_server: Server) -> None:
+    """Through the server too: an expired token, or one with ``alg: none``, gets 401."""
+    assert auth_server.secret is not None
+    long_ago = datetime.now(UTC) - timedelta(days=10)
+    expired = memagent_auth.issue_token("alice", auth_server.secret, days=1, now=long_ago)
+    _, payload, _ = memagent_auth.issue_token("alice", auth_server.secret).split(".")
+    unsigned_header = base64.urlsafe_b64encode(b'{"alg":"none","typ":"JWT"}').rstrip(b"=")
+    unsigned = f"{unsigned_header.decode()}.{payload}."
+    for token in (expired, unsigned):
+        client = auth_server.client(Authorization=f"Bearer {token}")
+        assert http_status(client.threads.search) == 401
 
 
 def test_users_only_reach_their_own_threads(auth_server: Server) -> None:
