@@ -12,25 +12,25 @@ import base64
 import hashlib
 import hmac
 import json
-import threading
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import jwt
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
-from jwt.algorithms import RSAAlgorithm
 
 from agent import auth as memagent_auth
 from agent.settings import Settings, SettingsError
+from tests.helpers import (
+    AUDIENCE,
+    ISSUER,
+    IdentityProvider,
+    claims,
+    new_rsa_key,
+    serving_jwks,
+)
 
 SECRET = "k" * 64
-ISSUER = "https://id.example.com/"
-AUDIENCE = "memagent-api"
 
 
 def use_env(monkeypatch: pytest.MonkeyPatch, **env: str) -> None:
@@ -77,15 +77,6 @@ def hmac_signed(claims: dict[str, Any], key: bytes, kid: str) -> str:
     signing_input = f"{b64({'alg': 'HS256', 'typ': 'JWT', 'kid': kid})}.{b64(claims)}"
     digest = hmac.new(key, signing_input.encode(), hashlib.sha256).digest()
     return f"{signing_input}.{base64.urlsafe_b64encode(digest).rstrip(b'=').decode()}"
-
-
-def claims(**overrides: Any) -> dict[str, Any]:
-    """Valid claims for alice for an hour; ``None`` values are left out."""
-    now = int(datetime.now(UTC).timestamp())
-    base: dict[str, Any] = {"sub": "alice", "iat": now, "exp": now + 3600}
-    base.update({"iss": ISSUER, "aud": AUDIENCE})
-    base.update(overrides)
-    return {key: value for key, value in base.items() if value is not None}
 
 
 def tampered(token: str) -> str:
@@ -296,64 +287,11 @@ def test_token_command_refuses_with_a_reason(
 # --- identity provider (JWKS) -------------------------------------------------------
 
 
-@dataclass
-class IdentityProvider:
-    """A JWKS endpoint on 127.0.0.1 and the private key behind it."""
-
-    jwks_url: str
-    key: rsa.RSAPrivateKey
-    kid: str = "key-1"
-
-    def sign(self, claims: dict[str, Any], **options: Any) -> str:
-        """A token signed RS256 with the provider's key (``options`` override)."""
-        key = options.pop("key", self.key)
-        headers = {"kid": options.pop("kid", self.kid)}
-        return jwt.encode(claims, key, algorithm=options.pop("algorithm", "RS256"), headers=headers)
-
-    def public_pem(self) -> bytes:
-        """The public key in PEM, as anyone can derive it from the JWKS."""
-        return self.key.public_key().public_bytes(
-            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-        )
-
-
-def new_rsa_key() -> rsa.RSAPrivateKey:
-    """A fresh 2048-bit RSA key."""
-    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
-
-
 @pytest.fixture(scope="module")
 def provider() -> Iterator[IdentityProvider]:
-    """Serves ``/.well-known/jwks.json`` with one RS256 public key, for this module."""
-    key = new_rsa_key()
-    jwk = {**RSAAlgorithm.to_jwk(key.public_key(), as_dict=True)}
-    jwk.update(kid="key-1", alg="RS256", use="sig")
-    body = json.dumps({"keys": [jwk]}).encode()
-
-    class JwksHandler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            if self.path != "/.well-known/jwks.json":
-                self.send_error(404)
-                return
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, format: str, *args: Any) -> None:
-            """Quiet: requests are not test output."""
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), JwksHandler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        host, port = server.server_address[:2]
-        yield IdentityProvider(f"http://{host!s}:{port}/.well-known/jwks.json", key)
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
+    """A JWKS endpoint with one RS256 key, for this module."""
+    with serving_jwks() as running:
+        yield running
 
 
 @pytest.fixture

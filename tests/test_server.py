@@ -41,6 +41,7 @@ from psycopg.rows import dict_row
 from agent import auth as memagent_auth
 from agent.checkpointer import MemagentSaver
 from agent.model import OFFLINE_LABEL
+from tests.helpers import claims, serving_jwks
 
 PROJECT = Path(__file__).resolve().parents[1]
 LANGGRAPH = Path(sys.executable).parent / "langgraph"
@@ -704,6 +705,40 @@ def test_owner_delete_is_audited_with_the_owner(auth_server: Server) -> None:
         thread_id,
     )
     assert audit == [{"operation": "delete", "surface": "server", "actor": "alice"}]
+
+
+def test_identity_provider_tokens_through_the_server(
+    postgres_server_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """With a JWKS URL, the server takes the provider's subject as the owner.
+
+    The provider is a real JWKS endpoint on 127.0.0.1; the server fetches its keys
+    while it answers requests, which must not block its event loop.
+    """
+    with serving_jwks() as provider, fresh_database(postgres_server_url) as database_url:
+        workdir = tmp_path_factory.mktemp("idp-server") / "app"
+        env = server_env(
+            workdir,
+            {
+                "DATABASE_URL": database_url,
+                "MEMAGENT_AUTH": "true",
+                "MEMAGENT_AUTH_JWKS_URL": provider.jwks_url,
+                "MEMAGENT_AUTH_ISSUER": provider.issuer,
+                "MEMAGENT_AUTH_AUDIENCE": provider.audience,
+            },
+        )
+        with running_server(workdir, env) as running:
+            token = provider.sign(claims(sub="auth0|64f1c2"))
+            alice = running.client(Authorization=f"Bearer {token}")
+            thread_id = alice.threads.create()["thread_id"]
+            say(alice, thread_id, "my name is Ada")
+            assert owner(alice, thread_id) == "auth0|64f1c2"
+            for wrong in (claims(aud="another-api"), claims(iss="https://other/")):
+                stranger = running.client(Authorization=f"Bearer {provider.sign(wrong)}")
+                assert http_status(stranger.threads.search) == 401
+            secret_token = memagent_auth.issue_token("auth0|64f1c2", "k" * 64)
+            forged = running.client(Authorization=f"Bearer {secret_token}")
+            assert http_status(forged.threads.get, thread_id) == 401
 
 
 # --- the pieces, in process -----------------------------------------------------------
