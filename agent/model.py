@@ -176,15 +176,25 @@ def load_model(settings: Settings | None = None) -> tuple[BaseChatModel, str]:
         The model, and a label that says which model it is.
     """
     settings = settings or Settings.from_env()
-    spec = settings.model
-    if spec == OFFLINE_MODEL or (spec is None and not settings.openai_api_key):
-        return OfflineChatModel(), OFFLINE_LABEL
+    label = model_label(settings)
+    if label == OFFLINE_LABEL:
+        return OfflineChatModel(), label
     from langchain.chat_models import init_chat_model
 
-    spec = spec or DEFAULT_OPENAI_MODEL
     kwargs: dict[str, Any] = {}
     if settings.openai_base_url:
         kwargs["base_url"] = settings.openai_base_url
     if settings.openai_api_key:
         kwargs["api_key"] = settings.openai_api_key
-    return init_chat_model(spec, **kwargs), spec
+    return init_chat_model(label, **kwargs), label
+
+
+def model_label(settings: Settings) -> str:
+    """Which model ``load_model`` picks: its ``init_chat_model`` spec, or the offline label.
+
+    Separate so the server can name its model without building a second one.
+    """
+    spec = settings.model
+    if spec == OFFLINE_MODEL or (spec is None and not settings.openai_api_key):
+        return OFFLINE_LABEL
+    return spec or DEFAULT_OPENAI_MODEL

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import platformdirs
@@ -56,6 +56,11 @@ def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
     raise SettingsError(f"{name} must be true or false, got {raw!r}")
 
 
+def _names(env: Mapping[str, str], name: str, default: tuple[str, ...]) -> tuple[str, ...]:
+    names = tuple(part.strip() for part in env.get(name, "").split(",") if part.strip())
+    return names or default
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     """memagent's configuration.
@@ -73,6 +78,15 @@ class Settings:
         thread_busy_timeout: Seconds a turn or memory operation waits for another
             turn on the same thread before it is refused.
         auth_enabled: Whether the server's thread-ownership handler is active.
+        auth_secret: The shared secret that signs and checks HS256 tokens
+            (``MEMAGENT_AUTH_SECRET``).
+        auth_issuer: The ``iss`` every token must carry (``MEMAGENT_AUTH_ISSUER``).
+        auth_audience: The ``aud`` every token must carry (``MEMAGENT_AUTH_AUDIENCE``).
+        auth_jwks_url: Where an identity provider publishes its signing keys
+            (``MEMAGENT_AUTH_JWKS_URL``); set, tokens are checked against those keys
+            instead of the shared secret.
+        auth_algorithms: The signature algorithms accepted from the identity
+            provider (``MEMAGENT_AUTH_ALGORITHMS``, comma-separated).
     """
 
     database_url: str | None
@@ -84,6 +98,11 @@ class Settings:
     pool_timeout: float = 30.0
     thread_busy_timeout: float = 30.0
     auth_enabled: bool = False
+    auth_secret: str | None = field(default=None, repr=False)
+    auth_issuer: str | None = None
+    auth_audience: str | None = None
+    auth_jwks_url: str | None = None
+    auth_algorithms: tuple[str, ...] = ("RS256",)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -104,6 +123,11 @@ class Settings:
             pool_timeout=_float(env, "MEMAGENT_POOL_TIMEOUT", 30.0),
             thread_busy_timeout=_float(env, "MEMAGENT_THREAD_BUSY_TIMEOUT", 30.0),
             auth_enabled=_bool(env, "MEMAGENT_AUTH", False),
+            auth_secret=env.get("MEMAGENT_AUTH_SECRET", "").strip() or None,
+            auth_issuer=env.get("MEMAGENT_AUTH_ISSUER", "").strip() or None,
+            auth_audience=env.get("MEMAGENT_AUTH_AUDIENCE", "").strip() or None,
+            auth_jwks_url=env.get("MEMAGENT_AUTH_JWKS_URL", "").strip() or None,
+            auth_algorithms=_names(env, "MEMAGENT_AUTH_ALGORITHMS", ("RS256",)),
         )
 
     @property

@@ -20,7 +20,9 @@ from psycopg import AsyncConnection
 from psycopg.rows import DictRow, dict_row
 from psycopg_pool import AsyncConnectionPool
 
+from agent.model import model_label
 from agent.settings import Settings
+from agent.startup import announce
 from agent.store.saver import MemagentSaver
 
 CONNECTION_KWARGS: dict[str, Any] = {
@@ -130,12 +132,32 @@ async def server_checkpointer() -> AsyncIterator[MemagentSaver]:
     uses it. pgserver does that from an ``atexit`` hook, but uvicorn ends the server by
     re-raising SIGTERM, which skips ``atexit``: the database would keep running and
     pgserver would count the dead server as a user forever.
+
+    Once the database is open it says, in one line of the server's output, which
+    model and which database memagent uses; it also lets the saver audit the
+    requesting user for the deletes the server makes directly.
     """
+    settings = Settings.from_env()
     try:
-        async with open_saver() as saver:
+        async with open_saver(settings) as saver:
+            saver.request_user = server_request_user
+            announce(f"model {model_label(settings)}, database {describe_database(settings)}")
             yield saver
     finally:
         await asyncio.to_thread(release_embedded_postgres)
+
+
+def server_request_user() -> str | None:
+    """The user of the request the server is handling, or ``None`` outside one.
+
+    The server calls some saver methods itself (``DELETE /threads/<id>`` ends in
+    ``adelete_thread``) with no run config to carry the user; it keeps the request's
+    authenticated user in a context variable, which is read here.
+    """
+    from langgraph_api.utils import get_auth_ctx  # only ever called inside the server
+
+    context = get_auth_ctx()
+    return context.user.identity if context is not None else None
 
 
 def release_embedded_postgres() -> None:

@@ -14,7 +14,7 @@ import logging
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from contextvars import ContextVar
 from typing import Any
@@ -220,6 +220,9 @@ class MemagentSaver(AsyncPostgresSaver):
         """Per thread, a lease of ours whose turn has ended but whose release failed."""
         self._messages = MessageCache()
         self._reserved: OrderedDict[str, SeqReservation] = OrderedDict()
+        self.request_user: Callable[[], str | None] = lambda: None
+        """Who asked for the current call, for the audit of calls the server makes
+        directly (``adelete_thread``); the server's factory sets it."""
 
     async def aput(
         self,
@@ -585,7 +588,9 @@ class MemagentSaver(AsyncPostgresSaver):
     async def adelete_thread(self, thread_id: str) -> None:
         """The library's thread delete, made atomic and audited (the server calls this)."""
         rows = await self.adelete_thread_counted(str(thread_id))
-        await self.arecord_audit("delete", str(thread_id), surface="server", detail=rows)
+        await self.arecord_audit(
+            "delete", str(thread_id), surface="server", actor=self.request_user(), detail=rows
+        )
 
     async def acopy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
         """Copies every row of a thread to a new thread id, in one transaction.
