@@ -106,6 +106,21 @@ async def _chat(thread_id: str) -> None:
                 click.echo(f"\nerror: {_one_line(error)}", err=True)
 
 
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=0, help="Port to listen on (default: a free one).")
+def web(host: str, port: int) -> None:
+    """Open the chat and its branch tree in a local web page (prints the address)."""
+    from agent.web import serve  # imported here: the other commands need no web stack
+
+    try:
+        _run(lambda: serve(host, port, echo=click.echo))
+    except OSError as error:
+        raise click.ClickException(
+            f"cannot listen on {host}:{port}: {error.strerror or error}"
+        ) from None
+
+
 def _program() -> str:
     """How the user started memagent, so the resume hint can be pasted as it is."""
     return "python3 -m agent" if sys.argv[0].endswith("__main__.py") else "memagent"
