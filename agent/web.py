@@ -361,15 +361,21 @@ async def to_page(request: Request) -> Response:
     return RedirectResponse(request.url.path + "/")
 
 
+def _route(path: str, endpoint: Endpoint, method: str = "GET") -> Route:
+    # Kept out of the OpenAPI schema: in langgraph dev it is the server's, whose
+    # generator would also parse these docstrings as YAML.
+    return Route(path, endpoint, methods=[method], include_in_schema=False)
+
+
 API_ROUTES = [
-    Route("/api/info", info),
-    Route("/api/threads", list_threads, methods=["GET"]),
-    Route("/api/threads", create_thread, methods=["POST"]),
-    Route("/api/conversation", conversation),
-    Route("/api/chat", chat, methods=["POST"]),
-    Route("/api/forget", forget, methods=["POST"]),
-    Route("/api/rewind", rewind, methods=["POST"]),
-    Route("/api/undo", undo, methods=["POST"]),
+    _route("/api/info", info),
+    _route("/api/threads", list_threads),
+    _route("/api/threads", create_thread, "POST"),
+    _route("/api/conversation", conversation),
+    _route("/api/chat", chat, "POST"),
+    _route("/api/forget", forget, "POST"),
+    _route("/api/rewind", rewind, "POST"),
+    _route("/api/undo", undo, "POST"),
 ]
 
 
@@ -391,12 +397,12 @@ def create_app(open_session: SessionOpener = ChatSession.open, *, prefix: str = 
         app.state.memagent_session = None
 
     routes = [
-        Route("/", page),
+        _route("/", page),
         *API_ROUTES,
         Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
     ]
     if prefix:
-        routes = [Route(prefix, to_page), Mount(prefix, routes=routes)]
+        routes = [_route(prefix, to_page), Mount(prefix, routes=routes)]
     return Starlette(routes=routes, lifespan=lifespan)
 
 

@@ -212,7 +212,11 @@ function pointRow(node, isCurrent, turns) {
     label = node.reason ? `forgot (${node.reason})` : "forgot";
     target.title = "Go to just after this forget";
   } else {
-    const where = turns.has(node.rewound_to) ? ` before “${turns.get(node.rewound_to)}”` : "";
+    // A turn's point is the state just before its message; a later point of that
+    // turn's step is after it.
+    let where = "";
+    if (turns.has(node.rewound_to)) where = ` to before “${turns.get(node.rewound_to)}”`;
+    else if (turns.has(node.tree_parent)) where = ` to after “${turns.get(node.tree_parent)}”`;
     label = `went back${where}`;
     target.title = "Go to just after this rewind";
   }
