@@ -54,12 +54,17 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from agent import auth
-from agent.checkpointer import ThreadBusyError
-from agent.session import ChatSession, MessageRejectedError, new_thread_id
-from agent.settings import Settings, SettingsError
-from agent.timeline import MAX_TIMELINE_LIMIT, undo_target
+from agent.errors import (
+    MemagentError,
+    RequestError,
+    ThreadBusyError,
+    ThreadNotFoundError,
+)
+from agent.session import ChatSession, new_thread_id
+from agent.settings import Settings
+from agent.timeline import MAX_TIMELINE_LIMIT, UNDO_LOOKBACK, undo_target
+from agent.validation import check_thread_id
 from tools import admin
-from tools.memory import UNDO_LOOKBACK
 
 logger = logging.getLogger(__name__)
 
@@ -88,16 +93,15 @@ def web_error(error: Exception) -> WebError:
     """What the page is told about ``error``: a status and one sentence, no traceback."""
     if isinstance(error, WebError):
         return error
-    if isinstance(error, admin.AdminError):
-        status = 404 if str(error).startswith("There is no thread") else 400
-        return WebError(status, _one_sentence(error))
-    if isinstance(error, MessageRejectedError):
+    if isinstance(error, ThreadNotFoundError):
+        return WebError(404, _one_sentence(error))
+    if isinstance(error, RequestError):
         return WebError(400, _one_sentence(error))
     if isinstance(error, ThreadBusyError):
         return WebError(409, _one_sentence(error))
     if isinstance(error, psycopg.OperationalError | psycopg_pool.PoolTimeout):
         return WebError(503, f"The database is unavailable: {_one_sentence(error)}")
-    if isinstance(error, SettingsError):
+    if isinstance(error, MemagentError):
         return WebError(500, _one_sentence(error))
     if isinstance(error, psycopg.Error):
         return WebError(500, f"Database error: {_one_sentence(error)}")
@@ -178,10 +182,10 @@ def _thread(request: Request, thread_id: Any) -> str:
     """A thread id the requesting user may use; another user's answers as unknown."""
     if not isinstance(thread_id, str):
         raise WebError(400, "The request needs 'thread' as text.")
-    admin.check_thread_id(thread_id)
+    check_thread_id(thread_id)
     user = _user(request)
     if user is not None and not thread_id.startswith(f"{user}:"):
-        raise WebError(404, f"There is no thread {thread_id!r}: it has no saved conversation.")
+        raise ThreadNotFoundError(thread_id)
     return thread_id
 
 
@@ -242,9 +246,7 @@ async def conversation(request: Request) -> Response:
     session = _session(request)
     try:
         tree = await admin.atree(session.saver, thread_id, limit=MAX_TIMELINE_LIMIT)
-    except admin.AdminError as error:
-        if not str(error).startswith("There is no thread"):
-            raise
+    except ThreadNotFoundError:
         return _json({"thread_id": thread_id, "messages": [], "tree": None})
     state = await session.graph.aget_state({"configurable": {"thread_id": thread_id}})
     return _json(
@@ -411,7 +413,7 @@ app = create_app(prefix=SERVER_PREFIX)
 
 
 def listen(host: str, port: int) -> socket.socket:
-    """A socket bound to ``host:port``; port 0 picks a free one.
+    """A socket listening on ``host:port``; port 0 picks a free one.
 
     Bound before the server starts, so the address printed is the one served.
 
@@ -423,6 +425,7 @@ def listen(host: str, port: int) -> socket.socket:
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((host, port))
+        sock.listen()
     except OSError:
         sock.close()
         raise
@@ -444,14 +447,16 @@ async def serve(host: str, port: int, *, echo: Callable[[str], None] = print) ->
 
             @asynccontextmanager
             async def already_open() -> AsyncIterator[ChatSession]:
+                # Announced from the app's startup: uvicorn handles Ctrl-C from here on,
+                # and the listening socket queues the first requests.
+                bound_host, bound_port = sock.getsockname()[:2]
+                shown_host = f"[{bound_host}]" if ":" in bound_host else bound_host
+                echo(f"memagent web  http://{shown_host}:{bound_port}/")
+                echo(f"  model: {session.model_label}")
+                echo(f"  database: {session.database_label}")
+                echo("  Ctrl-C stops it.")
                 yield session
 
-            bound_host, bound_port = sock.getsockname()[:2]
-            shown_host = f"[{bound_host}]" if ":" in bound_host else bound_host
-            echo(f"memagent web  http://{shown_host}:{bound_port}/")
-            echo(f"  model: {session.model_label}")
-            echo(f"  database: {session.database_label}")
-            echo("  Ctrl-C stops it.")
             config = uvicorn.Config(create_app(already_open), log_level="warning")
             previous = {sig: signal.signal(sig, _ignore) for sig in STOP_SIGNALS}
             try:

@@ -132,7 +132,7 @@ async def test_a_thread_with_nothing_saved_is_an_empty_conversation(settings: Se
         ("/api/chat", {"thread": "bad\x00id", "text": "hi"}, 400, "control characters"),
         ("/api/chat", {"thread": "t"}, 400, "'text' as text"),
         ("/api/forget", {"thread": "nobody"}, 404, "There is no thread 'nobody'"),
-        ("/api/rewind", {"thread": "t", "checkpoint_id": "nope"}, 400, "timeline"),
+        ("/api/rewind", {"thread": "t", "checkpoint_id": "nope"}, 400, "not a checkpoint id"),
         ("/api/undo", {"thread": "nobody"}, 409, "Nothing to undo yet."),
         ("/api/forget", [1, 2], 400, "JSON object"),
     ],

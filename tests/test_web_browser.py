@@ -25,7 +25,10 @@ from pathlib import Path
 import pytest
 
 webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed")
-from selenium.common.exceptions import TimeoutException  # noqa: E402
+from selenium.common.exceptions import (  # noqa: E402
+    StaleElementReferenceException,
+    TimeoutException,
+)
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.remote.webdriver import WebDriver  # noqa: E402
 from selenium.webdriver.remote.webelement import WebElement  # noqa: E402
@@ -120,7 +123,9 @@ def browser() -> Iterator[WebDriver]:
 def wait_for(driver: WebDriver, what: str, check: object) -> None:
     """Waits until ``check(driver)`` is truthy; fails saying what the page never showed."""
     try:
-        WebDriverWait(driver, WAIT_SECONDS).until(check)  # type: ignore[arg-type]
+        WebDriverWait(
+            driver, WAIT_SECONDS, ignored_exceptions=(StaleElementReferenceException,)
+        ).until(check)  # type: ignore[arg-type]
     except TimeoutException:
         error = driver.find_element(By.ID, "error")
         shown = error.text if error.is_displayed() else "(no error shown)"
@@ -132,7 +137,12 @@ def idle(driver: WebDriver) -> bool:
 
 
 def messages(driver: WebDriver) -> list[str]:
-    return [m.text for m in driver.find_elements(By.CSS_SELECTOR, "#messages .message .text")]
+    """The texts of the chat's bubbles, read in one go (the page may be redrawing them)."""
+    texts: list[str] = driver.execute_script(
+        "return [...document.querySelectorAll('#messages .message .text')]"
+        ".map((bubble) => bubble.textContent)"
+    )
+    return texts
 
 
 def tree_rows(driver: WebDriver) -> list[WebElement]:
