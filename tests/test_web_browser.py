@@ -13,16 +13,20 @@ from __future__ import annotations
 
 import os
 import re
+import secrets
 import shutil
 import signal
 import subprocess
 import sys
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from agent import auth
 
 webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed")
 from selenium.common.exceptions import (  # noqa: E402
@@ -61,15 +65,16 @@ def _collect(process: subprocess.Popen[str], lines: list[str], url_seen: threadi
     url_seen.set()  # the process ended: stop waiting
 
 
-@pytest.fixture
-def web_server(database_url: str, tmp_path: Path) -> Iterator[WebServer]:
-    """``memagent web`` on this test's database; stopped with Ctrl-C (SIGINT) afterwards."""
+@contextmanager
+def running_web(database_url: str, home: Path, **settings: str) -> Iterator[WebServer]:
+    """``memagent web`` on ``database_url``; stopped with Ctrl-C (SIGINT) afterwards."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MEMAGENT_", "OPENAI_"))}
     env.update(
         DATABASE_URL=database_url,
         MEMAGENT_MODEL="offline",
-        MEMAGENT_HOME=str(tmp_path / "home"),
+        MEMAGENT_HOME=str(home),
         PYTHONUNBUFFERED="1",
+        **settings,
     )
     process = subprocess.Popen(
         [str(MEMAGENT), "web"],
@@ -95,6 +100,13 @@ def web_server(database_url: str, tmp_path: Path) -> Iterator[WebServer]:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+
+
+@pytest.fixture
+def web_server(database_url: str, tmp_path: Path) -> Iterator[WebServer]:
+    """``memagent web`` on this test's database, auth off (the default)."""
+    with running_web(database_url, tmp_path / "home") as server:
+        yield server
 
 
 @pytest.fixture
@@ -257,6 +269,31 @@ def test_errors_are_shown_in_the_page_as_one_sentence(
     wait_for(browser, "the new thread", idle)
     click(browser, browser.find_element(By.ID, "undo"))
     assert browser.find_element(By.ID, "error-text").text == "Nothing to undo yet."
+
+
+def test_with_auth_on_the_page_asks_for_a_token(
+    database_url: str, tmp_path: Path, browser: WebDriver
+) -> None:
+    secret = secrets.token_urlsafe(32)
+    with running_web(
+        database_url, tmp_path / "home", MEMAGENT_AUTH="true", MEMAGENT_AUTH_SECRET=secret
+    ) as server:
+        browser.get(server.url)
+        wait_for(
+            browser, "the sign-in form", lambda d: d.find_element(By.ID, "token").is_displayed()
+        )
+        assert "token" in browser.find_element(By.ID, "error-text").text
+
+        token = browser.find_element(By.ID, "token")
+        token.send_keys(auth.issue_token("alice", secret.encode()))
+        token.send_keys("\n")
+        wait_for(
+            browser, "alice signed in", lambda d: "alice" in d.find_element(By.ID, "info").text
+        )
+        assert not browser.find_element(By.ID, "signin").is_displayed()
+        assert "Noted" in say(browser, "my name is Ada")
+        thread = browser.find_element(By.CSS_SELECTOR, "#threads button.thread.current")
+        assert (thread.get_attribute("title") or "").startswith("alice:")
 
 
 def test_ctrl_c_stops_memagent_web_cleanly(web_server: WebServer) -> None:
