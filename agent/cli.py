@@ -126,6 +126,21 @@ async def _chat(thread_id: str) -> None:
             click.echo(f"Thread {thread_id} is saved. Resume it with: {_resume_command(thread_id)}")
 
 
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=0, help="Port to listen on (default: a free one).")
+def web(host: str, port: int) -> None:
+    """Open the chat and its branch tree in a local web page (prints the address)."""
+    from agent.web import serve  # imported here: the other commands need no web stack
+
+    try:
+        _run(lambda: serve(host, port, echo=click.echo))
+    except OSError as error:
+        raise click.ClickException(
+            f"cannot listen on {host}:{port}: {error.strerror or error}"
+        ) from None
+
+
 def _resume_command(thread_id: str) -> str:
     """The command that resumes this thread, as the user started memagent, ready to paste."""
     program = "python3 -m agent" if sys.argv[0].endswith("__main__.py") else "memagent"

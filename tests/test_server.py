@@ -808,3 +808,43 @@ async def test_delete_for_runs_rolls_back_only_those_runs(
     state = await graph.aget_state(config)
     assert [m.content for m in state.values["messages"] if m.type == "human"] == ["my name is Ada"]
     await saver.adelete_for_runs([])
+
+
+# --- the web page, mounted through langgraph.json's http.app ----------------------
+
+
+def test_the_server_offers_the_web_page_on_its_database(server: Server) -> None:
+    page = httpx.get(f"{server.url}/memagent", follow_redirects=True, timeout=10)
+    assert page.status_code == 200
+    assert "<title>memagent</title>" in page.text
+    assert httpx.get(f"{server.url}/memagent/static/app.js", timeout=10).status_code == 200
+
+    thread_id = f"web-{uuid.uuid4()}"
+    sent = httpx.post(
+        f"{server.url}/memagent/api/chat",
+        json={"thread": thread_id, "text": "my name is Ada"},
+        timeout=60,
+    )
+    assert sent.status_code == 200, sent.text
+    assert json.loads(sent.text.splitlines()[-1]) == {"done": True}
+    saved = rows(
+        server.database_url, "SELECT count(*) AS n FROM checkpoints WHERE thread_id = %s", thread_id
+    )
+    assert saved[0]["n"] > 0, "the page's turn is not in the server's database"
+    assert httpx.get(f"{server.url}/ok", timeout=10).status_code == 200
+
+
+def test_the_web_page_in_the_server_takes_the_same_tokens(auth_server: Server) -> None:
+    assert httpx.get(f"{auth_server.url}/memagent/", timeout=10).status_code == 200
+    refused = httpx.get(f"{auth_server.url}/memagent/api/threads", timeout=10)
+    assert refused.status_code == 401
+    assert "token" in refused.json()["error"]
+    assert auth_server.secret is not None
+    token = memagent_auth.issue_token("alice", auth_server.secret)
+    mine = httpx.get(
+        f"{auth_server.url}/memagent/api/threads",
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=10,
+    )
+    assert mine.status_code == 200
+    assert mine.json() == {"threads": []}

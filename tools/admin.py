@@ -39,7 +39,7 @@ from agent.timeline import (
 )
 from agent.validation import check_thread_id, clean_reason
 
-Surface = Literal["tool", "cli", "code", "server"]
+Surface = Literal["tool", "cli", "code", "server", "web"]
 
 P = ParamSpec("P")
 R = TypeVar("R")

@@ -1,0 +1,242 @@
+"""The JSON API behind ``memagent web``, against a real PostgreSQL and the offline model.
+
+The app runs in-process (httpx's ASGI transport, the app's lifespan entered by the
+test), so a test can hold a thread or drop the database on the same event loop.
+What was saved is read back through ``tools.admin`` and the audit log.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx
+import psycopg
+import pytest
+from click.testing import CliRunner
+
+from agent import auth
+from agent.checkpointer import MemagentSaver
+from agent.cli import main
+from agent.settings import Settings
+from agent.web import create_app
+from tools import admin
+
+
+@asynccontextmanager
+async def web_client(prefix: str = "") -> AsyncIterator[httpx.AsyncClient]:
+    """A client on a freshly started app, configured like ``memagent web``."""
+    app = create_app(prefix=prefix)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://web") as client:
+            yield client
+
+
+async def chat(client: httpx.AsyncClient, thread: str, text: str) -> list[dict[str, Any]]:
+    """Sends a message; returns the streamed NDJSON events."""
+    response = await client.post("/api/chat", json={"thread": thread, "text": text})
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"].startswith("application/x-ndjson")
+    return [json.loads(line) for line in response.text.splitlines()]
+
+
+def reply_of(events: list[dict[str, Any]]) -> str:
+    assert events[-1] == {"done": True}, events
+    return "".join(event["text"] for event in events[:-1])
+
+
+async def shown(client: httpx.AsyncClient, thread: str) -> dict[str, Any]:
+    response = await client.get("/api/conversation", params={"thread": thread})
+    assert response.status_code == 200, response.text
+    data: dict[str, Any] = response.json()
+    return data
+
+
+def texts(conversation: dict[str, Any]) -> list[str]:
+    return [message["text"] for message in conversation["messages"]]
+
+
+async def test_a_reply_streams_in_parts_and_the_page_data_shows_the_conversation(
+    settings: Settings,
+) -> None:
+    async with web_client() as client:
+        thread = (await client.post("/api/threads")).json()["thread_id"]
+        events = await chat(client, thread, "my name is Ada")
+        assert len(events) > 2, "the reply came in one piece, not streamed"
+        assert reply_of(events).startswith('Noted: "my name is Ada"')
+
+        conversation = await shown(client, thread)
+        assert texts(conversation)[0] == "my name is Ada"
+        assert conversation["messages"][0]["role"] == "user"
+        tree = conversation["tree"]
+        assert [entry["kind"] for entry in tree["entries"]] == ["turn"]
+        assert tree["entries"][0]["preview"] == "my name is Ada"
+
+        listed = (await client.get("/api/threads")).json()["threads"]
+        assert [row["thread_id"] for row in listed] == [thread]
+        info = (await client.get("/api/info")).json()
+        assert "offline" in info["model"]
+
+
+async def test_forget_undo_and_rewind_change_what_the_agent_remembers(
+    settings: Settings, saver: MemagentSaver
+) -> None:
+    async with web_client() as client:
+        await chat(client, "t", "my name is Ada")
+        await chat(client, "t", "my city is Paris")
+
+        forgot = await client.post("/api/forget", json={"thread": "t"})
+        assert forgot.status_code == 200, forgot.text
+        assert "I don't know your name" in reply_of(await chat(client, "t", "what is my name?"))
+
+        for _ in range(2):  # the question, then the forget
+            assert (await client.post("/api/undo", json={"thread": "t"})).status_code == 200
+        assert "Ada" in reply_of(await chat(client, "t", "what is my name?"))
+
+        tree = (await shown(client, "t"))["tree"]
+        paris = next(e for e in tree["entries"] if e["preview"] == "my city is Paris")
+        rewound = await client.post(
+            "/api/rewind", json={"thread": "t", "checkpoint_id": paris["checkpoint_id"]}
+        )
+        assert rewound.status_code == 200, rewound.text
+        conversation = await shown(client, "t")
+        assert not any("Paris" in text for text in texts(conversation))
+        assert any("Ada" in text for text in texts(conversation))
+
+    audit = await admin.aaudit(saver, "t")
+    assert [(row["operation"], row["surface"]) for row in audit] == [
+        ("rewind", "web"),
+        ("rewind", "web"),
+        ("rewind", "web"),
+        ("forget", "web"),
+    ]
+
+
+async def test_a_thread_with_nothing_saved_is_an_empty_conversation(settings: Settings) -> None:
+    async with web_client() as client:
+        assert await shown(client, "not-yet") == {
+            "thread_id": "not-yet",
+            "messages": [],
+            "tree": None,
+        }
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "status", "says"),
+    [
+        ("/api/chat", {"thread": "t", "text": "   "}, 400, "The message is empty."),
+        ("/api/chat", {"thread": "bad\x00id", "text": "hi"}, 400, "control characters"),
+        ("/api/chat", {"thread": "t"}, 400, "'text' as text"),
+        ("/api/forget", {"thread": "nobody"}, 404, "There is no thread 'nobody'"),
+        ("/api/rewind", {"thread": "t", "checkpoint_id": "nope"}, 400, "not a checkpoint id"),
+        ("/api/undo", {"thread": "nobody"}, 409, "Nothing to undo yet."),
+        ("/api/forget", [1, 2], 400, "JSON object"),
+    ],
+)
+async def test_bad_requests_get_one_sentence_and_change_nothing(
+    settings: Settings,
+    saver: MemagentSaver,
+    path: str,
+    body: Any,
+    status: int,
+    says: str,
+) -> None:
+    async with web_client() as client:
+        await chat(client, "t", "my name is Ada")
+        before = await admin.atree(saver, "t")
+        response = await client.post(path, json=body)
+    assert response.status_code == status
+    error = response.json()["error"]
+    assert says in error
+    assert "Traceback" not in error and "\n" not in error
+    assert await admin.atree(saver, "t") == before
+
+
+async def test_a_busy_thread_is_refused_with_409(
+    settings: Settings, saver: MemagentSaver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MEMAGENT_THREAD_BUSY_TIMEOUT", "0.2")
+    async with web_client() as client:
+        async with saver.thread_lease("t"):
+            response = await client.post("/api/chat", json={"thread": "t", "text": "hi"})
+        assert response.status_code == 409
+        assert "busy" in response.json()["error"]
+        assert (await shown(client, "t"))["messages"] == []
+
+
+async def test_a_database_that_went_away_is_a_clear_503(
+    settings: Settings, database_url: str, postgres_server_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MEMAGENT_POOL_TIMEOUT", "2")
+    async with web_client() as client:
+        await chat(client, "t", "my name is Ada")
+        dbname = psycopg.conninfo.conninfo_to_dict(database_url)["dbname"]
+        async with await psycopg.AsyncConnection.connect(
+            postgres_server_url, autocommit=True
+        ) as conn:
+            await conn.execute(f'DROP DATABASE "{dbname}" WITH (FORCE)')
+        response = await client.get("/api/conversation", params={"thread": "t"})
+    assert response.status_code == 503
+    assert response.json()["error"].startswith("The database is unavailable")
+
+
+def test_memagent_web_with_an_unreachable_database_is_one_line(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DATABASE_URL", "postgresql://postgres@127.0.0.1:1/none")
+    monkeypatch.setenv("MEMAGENT_POOL_TIMEOUT", "1")
+    result = CliRunner().invoke(main, ["web"])
+    assert result.exit_code == 1
+    assert result.output.startswith("Error: database unavailable")
+    assert "Traceback" not in result.output
+
+
+async def test_with_auth_on_each_user_gets_only_their_threads(
+    settings: Settings, saver: MemagentSaver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    secret = secrets.token_urlsafe(32)
+    monkeypatch.setenv("MEMAGENT_AUTH", "true")
+    monkeypatch.setenv("MEMAGENT_AUTH_SECRET", secret)
+
+    def as_user(user: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {auth.issue_token(user, secret)}"}
+
+    async with web_client(prefix="/memagent") as client:
+        page = await client.get("/memagent/")
+        assert page.status_code == 200 and "<title>memagent</title>" in page.text
+
+        refused = await client.get("/memagent/api/threads")
+        assert refused.status_code == 401
+        assert "token" in refused.json()["error"]
+        forged = await client.get("/memagent/api/threads", headers={"Authorization": "Bearer x.y"})
+        assert forged.status_code == 401
+
+        alice = as_user("alice")
+        thread = (await client.post("/memagent/api/threads", headers=alice)).json()["thread_id"]
+        assert thread.startswith("alice:")
+        sent = await client.post(
+            "/memagent/api/chat", json={"thread": thread, "text": "my name is Ada"}, headers=alice
+        )
+        assert sent.status_code == 200
+        forgot = await client.post("/memagent/api/forget", json={"thread": thread}, headers=alice)
+        assert forgot.status_code == 200
+
+        bob = as_user("bob")
+        assert (await client.get("/memagent/api/threads", headers=bob)).json()["threads"] == []
+        peek = await client.get(
+            "/memagent/api/conversation", params={"thread": thread}, headers=bob
+        )
+        assert peek.status_code == 404
+        meddle = await client.post("/memagent/api/forget", json={"thread": thread}, headers=bob)
+        assert meddle.status_code == 404
+        mine = (await client.get("/memagent/api/threads", headers=alice)).json()["threads"]
+        assert [row["thread_id"] for row in mine] == [thread]
+
+    audit = await admin.aaudit(saver, thread)
+    assert [(row["operation"], row["surface"], row["actor"]) for row in audit] == [
+        ("forget", "web", "alice")
+    ]
