@@ -111,3 +111,32 @@ class DatabaseUnavailableError(MemagentError, psycopg.OperationalError):
     unreachable database as one line reports this one too; its message is a plain
     sentence and the driver's error stays in ``__cause__`` for logs.
     """
+
+
+class InvalidQuoteError(RequestError):
+    """A quote ``forget_details`` or ``redact`` cannot look for: empty, too long, or unsafe."""
+
+    def __init__(self, problem: str) -> None:
+        self.problem = problem
+        super().__init__(f"Cannot forget that detail: {problem}.")
+
+    def for_model(self) -> str:
+        return (
+            f"Nothing was changed: {self.problem}. Call forget_details again with quotes "
+            "copied exactly from the conversation: each a short snippet of what the user "
+            "said (a name, an address, a number), not empty and not a whole message."
+        )
+
+
+class QuoteNotFoundError(RequestError):
+    """None of the quotes occurs in the conversation; nothing was changed."""
+
+    def __init__(self) -> None:
+        super().__init__("None of the quoted text occurs in the conversation; nothing changed.")
+
+    def for_model(self) -> str:
+        return (
+            "Nothing was changed: none of the quotes occurs in the conversation. Quote the "
+            "detail exactly as it was written (case does not matter), or tell the user it "
+            "is not in what you remember."
+        )

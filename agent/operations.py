@@ -20,10 +20,20 @@ from langgraph.constants import CONFIG_KEY_CHECKPOINTER
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.message import REMOVE_ALL_MESSAGES
 from langgraph.prebuilt import tools_condition
+from langgraph.types import interrupt
 
-from agent.errors import CheckpointNotFoundError, NotPersistentError
-from agent.prompts import FORGET_CONFIRMATION, REWIND_CONFIRMATION
-from agent.state import MemoryEvent, State
+from agent.errors import CheckpointNotFoundError, NotPersistentError, QuoteNotFoundError
+from agent.prompts import (
+    ERASE_CONFIRMATION,
+    ERASE_DECLINED,
+    ERASE_QUESTION,
+    FORGET_CONFIRMATION,
+    FORGET_DETAILS_CONFIRMATION,
+    REMOVED_MARKER,
+    REWIND_CONFIRMATION,
+)
+from agent.redaction import quote_pattern, scrub_message
+from agent.state import MemoryEvent, MemoryRequest, State
 from agent.validation import parse_checkpoint_id
 
 
@@ -121,6 +131,99 @@ def rewind_update(target: str, messages: list[AnyMessage]) -> dict[str, Any]:
     }
 
 
+def forget_details_update(
+    messages: list[AnyMessage], quotes: list[str], reason: str | None = None
+) -> dict[str, Any]:
+    """The state update that replaces each quote by the marker in the conversation.
+
+    Every message holding a quote (in its text, a tool result or a tool call's
+    arguments) is replaced by a copy with the same id, so ``add_messages`` puts it
+    where the original was and the conversation keeps its shape; earlier checkpoints
+    keep the originals (undo by rewinding).
+
+    Raises:
+        QuoteNotFoundError: No message holds any quote (nothing should be written).
+    """
+    pattern = quote_pattern(quotes)
+    changed = [new for message in messages if (new := scrub_message(message, pattern))]
+    if not changed:
+        raise QuoteNotFoundError()
+    event: MemoryEvent = {
+        "kind": "forget_details",
+        "timestamp": int(time.time()),
+        "count": len(changed),
+    }
+    if reason:
+        event["reason"] = pattern.sub(REMOVED_MARKER, reason)
+    return {
+        "messages": [*changed, AIMessage(content=FORGET_DETAILS_CONFIRMATION)],
+        "memory_event": event,
+        "memory_requests": None,
+    }
+
+
+def erase_request(thread_id: str, quotes: list[str]) -> dict[str, Any]:
+    """What the human is shown before anything is erased for good (an ``interrupt`` value)."""
+    return {
+        "action": "erase_for_good",
+        "question": ERASE_QUESTION,
+        "thread_id": thread_id,
+        "quotes": quotes,
+    }
+
+
+def confirmed(answer: Any) -> bool:
+    """Whether a resume value is an explicit yes (``True`` or "yes"/"y"); anything else is no."""
+    if isinstance(answer, dict):
+        answer = answer.get("confirm", answer.get("answer"))
+    if isinstance(answer, bool):
+        return answer
+    return isinstance(answer, str) and answer.strip().lower() in {"yes", "y"}
+
+
+async def _forget_details(
+    state: State, config: RunnableConfig, request: MemoryRequest
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The update and audit detail of a ``forget_details`` request, soft or for good.
+
+    For good, the run pauses (``interrupt``) showing what would be erased; only an
+    explicit yes erases every stored copy (``aredact``). The head is then updated
+    too, because the running graph still holds the conversation as it was and would
+    store it again.
+    """
+    quotes = request.get("quotes") or []
+    messages = list(state.get("messages") or [])
+    reason = request.get("reason")
+    if not request.get("for_good"):
+        try:
+            update = forget_details_update(messages, quotes, reason)
+        except QuoteNotFoundError as error:
+            return {"messages": [AIMessage(content=error.for_model())], "memory_requests": None}, {}
+        return update, {"count": update["memory_event"]["count"]}
+    saver = run_saver(config)
+    thread_id = run_thread_id(config)
+    if not confirmed(interrupt(erase_request(thread_id, quotes))):
+        return {"messages": [AIMessage(content=ERASE_DECLINED)], "memory_requests": None}, {
+            "confirmed": False
+        }
+    redact = getattr(saver, "aredact", None)
+    if redact is None:
+        raise NotPersistentError()
+    rows: dict[str, int] = await redact(thread_id, quotes)
+    try:
+        update = forget_details_update(messages, quotes, reason)
+    except QuoteNotFoundError as error:
+        if not any(rows.values()):
+            reply = AIMessage(content=error.for_model())
+            return {"messages": [reply], "memory_requests": None}, {"confirmed": True, **rows}
+        event: MemoryEvent = {"kind": "forget_details", "timestamp": int(time.time()), "count": 0}
+        update = {"messages": [AIMessage(content="")], "memory_event": event}
+    update["memory_event"]["erased"] = True
+    update["messages"][-1] = AIMessage(content=ERASE_CONFIRMATION)
+    update["memory_requests"] = None
+    return update, {"confirmed": True, "count": update["memory_event"]["count"], **rows}
+
+
 def route_after_tools(state: State) -> str:
     """After the tool step: apply a requested memory change, else back to the model."""
     return "apply_memory" if state.get("memory_requests") else "agent"
@@ -136,9 +239,11 @@ async def apply_memory(state: State, config: RunnableConfig) -> dict[str, Any]:
     request = (state.get("memory_requests") or [])[0]
     saver = run_saver(config)
     thread_id = run_thread_id(config)
+    detail: dict[str, Any] = {}
     if request["kind"] == "forget":
         update = forget_update(request.get("reason"))
-        detail: dict[str, Any] = {}
+    elif request["kind"] == "forget_details":
+        update, detail = await _forget_details(state, config, request)
     else:
         target, messages = await load_rewind_target(saver, thread_id, request.get("target", ""))
         update = rewind_update(target, messages)

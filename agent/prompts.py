@@ -10,5 +10,16 @@ tool confirmed it."""
 
 FORGET_CONFIRMATION = "Done: I've forgotten our conversation up to this point."
 REWIND_CONFIRMATION = "Done: I've gone back to that earlier point; what came after it is set aside."
+FORGET_DETAILS_CONFIRMATION = (
+    "Done: I've forgotten that detail; the rest of our conversation stays. "
+    "(It can still be brought back by going back to before this.)"
+)
+ERASE_CONFIRMATION = "Done: that detail is erased for good from every stored copy of this thread."
+ERASE_DECLINED = "Nothing was erased: you did not confirm."
+ERASE_QUESTION = "Erase these details for good from every stored copy of this conversation?"
 UNDO_HINT = "To undo the last change before this message: rewind_to "
 """Ends the timeline tool's answer; the offline model looks for it to carry out "undo"."""
+
+REMOVED_MARKER = "[removed at the user's request]"
+"""What a forgotten or erased detail is replaced by, visibly, so no reader (the model
+included) mistakes the gap for something the user said."""

@@ -23,21 +23,25 @@ MEMORY_EVENT_CHANNEL = "memory_event"
 
 
 class MemoryRequest(TypedDict):
-    """A forget or rewind asked for by a tool call, applied after the tool step."""
+    """A memory change asked for by a tool call, applied after the tool step."""
 
-    kind: Literal["forget", "rewind"]
+    kind: Literal["forget", "rewind", "forget_details"]
     tool_call_id: str
     reason: NotRequired[str]
     target: NotRequired[str]
+    quotes: NotRequired[list[str]]
+    for_good: NotRequired[bool]
 
 
 class MemoryEvent(TypedDict):
     """The change a memory operation made; becomes its checkpoint's metadata."""
 
-    kind: Literal["forget", "rewind"]
+    kind: Literal["forget", "rewind", "forget_details"]
     timestamp: int
     reason: NotRequired[str]
     target: NotRequired[str]
+    count: NotRequired[int]
+    erased: NotRequired[bool]
 
 
 def collect_requests(

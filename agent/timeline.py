@@ -33,22 +33,27 @@ class TimelineEntry:
         parent_id: The checkpoint this one follows; a rewind's parent is its target,
             which is how the branches of a thread are drawn.
         at: When the checkpoint was written.
-        kind: ``turn`` (the point just before a user message), ``forget`` or ``rewind``.
+        kind: ``turn`` (the point just before a user message), ``forget``, ``rewind``
+            or ``redacted`` (a ``forget_details``; ``redacted`` messages changed).
         preview: The first characters of the turn's user message.
         reason: Why the forget happened, if the caller said.
         rewound_to: The checkpoint a rewind returned to.
         in_turn: The forget or rewind was made by a tool during a turn (rather than
             from the CLI or code); that turn's own entry follows it.
+        redacted: For ``redacted``, how many messages had a detail replaced.
+        erased: For ``redacted``, the detail was also erased from every stored copy.
     """
 
     checkpoint_id: str
     parent_id: str | None
     at: datetime | None
-    kind: Literal["turn", "forget", "rewind"]
+    kind: Literal["turn", "forget", "rewind", "redacted"]
     preview: str = ""
     reason: str | None = None
     rewound_to: str | None = None
     in_turn: bool = False
+    redacted: int = 0
+    erased: bool = False
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict (times as ISO 8601 text)."""
@@ -95,6 +100,18 @@ def entry_from(
             "forget",
             reason=str(reason) if reason else None,
             in_turn=in_turn,
+        )
+    if "memory_redacted" in metadata:
+        reason = metadata.get("reason")
+        return TimelineEntry(
+            checkpoint_id,
+            parent_id,
+            at,
+            "redacted",
+            reason=str(reason) if reason else None,
+            in_turn=in_turn,
+            redacted=int(str(metadata.get("memory_redacted") or 0)),
+            erased=bool(metadata.get("memory_erased")),
         )
     if rewound_to := metadata.get("rewound_to"):
         return TimelineEntry(
@@ -184,6 +201,9 @@ def render_timeline(entries: list[TimelineEntry], *, undo: str | None = None) ->
             what = f'before "{entry.preview}"'
         elif entry.kind == "forget":
             what = "[forgot]" + (f" reason: {entry.reason}" if entry.reason else "")
+        elif entry.kind == "redacted":
+            done = "erased for good" if entry.erased else "forgot"
+            what = f"[{done} details in {entry.redacted} message(s)]"
         else:
             what = f"[rewound to {entry.rewound_to}]"
         lines.append(f"{entry.checkpoint_id}  {when}  {what}")

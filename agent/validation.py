@@ -9,14 +9,23 @@ from __future__ import annotations
 import re
 import uuid
 
-from agent.errors import InvalidCheckpointIdError, InvalidThreadIdError, MessageRejectedError
+from agent.errors import (
+    InvalidCheckpointIdError,
+    InvalidQuoteError,
+    InvalidThreadIdError,
+    MessageRejectedError,
+)
+from agent.prompts import REMOVED_MARKER
 
 MAX_THREAD_ID_CHARS = 256
 MAX_MESSAGE_CHARS = 1_000_000
 MAX_REASON_CHARS = 200
+MAX_QUOTE_CHARS = 500
+MAX_QUOTES = 20
 
 _BAD_THREAD_CHARS = re.compile(r"[\x00-\x1f\x7f\ud800-\udfff]")
 _CONTROL_CHARS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+_SURROGATES = re.compile(r"[\ud800-\udfff]")
 
 
 def check_thread_id(thread_id: object) -> str:
@@ -80,3 +89,37 @@ def check_message(text: str) -> str:
             f"The message has {len(cleaned):,} characters; the limit is {MAX_MESSAGE_CHARS:,}."
         )
     return cleaned
+
+
+def check_quotes(quotes: object) -> list[str]:
+    """Refuses quotes that ``forget_details`` or ``redact`` cannot safely look for.
+
+    Surrounding whitespace is dropped. A quote that is part of the marker itself
+    would match again in every replaced spot, so it is refused too.
+
+    Raises:
+        InvalidQuoteError: No quotes, too many, or one that is empty, longer than
+            ``MAX_QUOTE_CHARS``, holds a NUL or control character, or lies inside
+            the marker.
+    """
+    if isinstance(quotes, str):
+        quotes = [quotes]
+    if not isinstance(quotes, list | tuple) or not quotes:
+        raise InvalidQuoteError("no quote was given")
+    if len(quotes) > MAX_QUOTES:
+        raise InvalidQuoteError(f"{len(quotes)} quotes were given; the limit is {MAX_QUOTES}")
+    cleaned: list[str] = []
+    for quote in quotes:
+        text = quote.strip() if isinstance(quote, str) else ""
+        if not text:
+            raise InvalidQuoteError("a quote is empty")
+        if len(text) > MAX_QUOTE_CHARS:
+            raise InvalidQuoteError(
+                f"a quote has {len(text):,} characters; the limit is {MAX_QUOTE_CHARS}"
+            )
+        if _CONTROL_CHARS.search(text) or _SURROGATES.search(text):
+            raise InvalidQuoteError("a quote holds a NUL, a control character or invalid Unicode")
+        if text.lower() in REMOVED_MARKER.lower():
+            raise InvalidQuoteError(f"a quote is part of the marker {REMOVED_MARKER}")
+        cleaned.append(text)
+    return list(dict.fromkeys(cleaned))

@@ -25,6 +25,7 @@ from langgraph.graph.state import CompiledStateGraph
 from agent.errors import PurgeRefusedError, ThreadNotFoundError
 from agent.operations import (
     chat_graph_builder,
+    forget_details_update,
     forget_update,
     load_rewind_target,
     rewind_update,
@@ -37,7 +38,7 @@ from agent.timeline import (
     entry_from,
     read_timeline,
 )
-from agent.validation import check_thread_id, clean_reason
+from agent.validation import check_quotes, check_thread_id, clean_reason
 
 Surface = Literal["tool", "cli", "code", "server", "web"]
 
@@ -63,7 +64,7 @@ class MemoryChange:
 
 @dataclass(frozen=True, slots=True)
 class Erasure:
-    """What a delete or purge removed.
+    """What a delete, purge or redact removed (a redact: rows changed).
 
     Attributes:
         thread_id: The thread erased.
@@ -303,6 +304,72 @@ async def aforget(
     return MemoryChange(thread_id, str(config["configurable"]["checkpoint_id"]))
 
 
+async def aforget_details(
+    saver: MemagentSaver,
+    thread_id: str,
+    quotes: list[str],
+    *,
+    reason: str | None = None,
+    surface: Surface = "code",
+    actor: str | None = None,
+) -> MemoryChange:
+    """Forgets one detail of a thread's conversation, exactly as ``forget_details`` does.
+
+    Soft: earlier checkpoints keep the detail, so rewinding to before this brings it
+    back. The audit line holds the count of messages changed, never the quotes.
+
+    Raises:
+        RequestError: Bad thread id or quotes, a thread with no saved conversation,
+            or quotes found nowhere in it (nothing is written).
+        ThreadBusyError: A turn kept the thread busy longer than the busy timeout.
+    """
+    check_thread_id(thread_id)
+    checked = check_quotes(quotes)
+    async with saver.thread_lease(thread_id):
+        await _require_thread(saver, thread_id)
+        graph = await _state_graph(saver)
+        state = await graph.aget_state(root_config(thread_id))
+        update = forget_details_update(
+            list(state.values.get("messages") or []), checked, clean_reason(reason)
+        )
+        config = await graph.aupdate_state(root_config(thread_id), update, as_node="apply_memory")
+        await saver.arecord_audit(
+            "forget_details",
+            thread_id,
+            surface=surface,
+            actor=actor,
+            detail={"count": update["memory_event"]["count"]},
+        )
+    return MemoryChange(thread_id, str(config["configurable"]["checkpoint_id"]))
+
+
+async def aredact(
+    saver: MemagentSaver,
+    thread_id: str,
+    quotes: list[str],
+    *,
+    surface: Surface = "code",
+    actor: str | None = None,
+) -> Erasure:
+    """Erases the quotes from every stored copy of a thread, in one transaction (hard).
+
+    Every checkpoint of every branch, pending writes, metadata and message rows get
+    the marker in place of each quote; ids stay, every checkpoint still loads, and no
+    rewind can bring the quotes back. An unknown thread changes nothing. The audit
+    line holds counts only, never the quotes.
+
+    Raises:
+        RequestError: Bad thread id or quotes (nothing is changed).
+        ThreadBusyError: A turn kept the thread busy longer than the busy timeout.
+    """
+    check_thread_id(thread_id)
+    checked = check_quotes(quotes)
+    async with saver.thread_lease(thread_id):
+        rows = await saver.aredact(thread_id, checked)
+        await saver.arecord_audit("redact", thread_id, surface=surface, actor=actor, detail=rows)
+    return Erasure(thread_id, rows)
+
+
 async def arewind(
     saver: MemagentSaver,
     thread_id: str,
@@ -391,6 +458,8 @@ timeline = sync_twin(atimeline)
 tree = sync_twin(atree)
 threads = sync_twin(athreads)
 forget = sync_twin(aforget)
+forget_details = sync_twin(aforget_details)
+redact = sync_twin(aredact)
 rewind = sync_twin(arewind)
 delete = sync_twin(adelete)
 purge = sync_twin(apurge)

@@ -1,4 +1,5 @@
-"""The model's memory tools: ``forget_conversation``, ``rewind_to``, ``conversation_timeline``.
+"""The model's memory tools: ``forget_conversation``, ``forget_details``, ``rewind_to``,
+``conversation_timeline``.
 
 The tools run inside a graph run, where writing to the saver directly would be undone
 by the run's next checkpoint. So ``forget_conversation`` and ``rewind_to`` validate
@@ -22,8 +23,9 @@ from langchain_core.tools import BaseTool, StructuredTool
 from langgraph.prebuilt import ToolRuntime
 from langgraph.types import Command
 
-from agent.errors import RequestError
+from agent.errors import QuoteNotFoundError, RequestError
 from agent.operations import load_rewind_target, run_saver, run_thread_id
+from agent.redaction import quote_pattern, scrub_message
 from agent.state import MemoryRequest
 from agent.timeline import (
     DEFAULT_TIMELINE_LIMIT,
@@ -33,12 +35,13 @@ from agent.timeline import (
     render_timeline,
     undo_target,
 )
-from agent.validation import clean_reason
+from agent.validation import check_quotes, clean_reason
 
 FORGET = "forget_conversation"
 REWIND = "rewind_to"
 TIMELINE = "conversation_timeline"
-MEMORY_CHANGING_TOOLS = frozenset({FORGET, REWIND})
+FORGET_DETAILS = "forget_details"
+MEMORY_CHANGING_TOOLS = frozenset({FORGET, REWIND, FORGET_DETAILS})
 FORGET_DESCRIPTION = (
     "Forget the whole conversation so far. Use when the user asks you to forget "
     "something, 'this', 'that' or everything: you cannot forget only part, so everything "
@@ -54,6 +57,17 @@ REWIND_DESCRIPTION = (
     "message, so rewinding there removes that message and all after it. Rewinding to a "
     "point before a forget brings the forgotten conversation back. The user sees a "
     "confirmation."
+)
+FORGET_DETAILS_DESCRIPTION = (
+    "Forget one detail (an address, a name, a number) while the rest of the conversation "
+    "stays. Use when the user asks to forget something specific ('forget my address'). "
+    "`quotes`: the detail exactly as it was written in the conversation, e.g. "
+    '["12 Main St"], short snippets, not whole messages; case does not matter. Each '
+    "occurrence becomes [removed at the user's request]; everything else stays, and "
+    "rewinding to before this brings it back. `for_good`: true only when the user asks to "
+    "erase it for good / permanently; the user is then asked to confirm, and only a yes "
+    "erases it from every stored copy (no undo). `reason`: optional, a few words, without "
+    "the detail."
 )
 TIMELINE_DESCRIPTION = (
     "List this conversation's turns, newest first: for each, the checkpoint id to pass to "
@@ -73,8 +87,9 @@ def _refuse_if_combined(runtime: ToolRuntime) -> str | None:
     if len(changes) > 1:
         return (
             "Nothing was changed: one message asked for several memory changes "
-            f"({', '.join(c['name'] for c in changes)}). Call forget_conversation or "
-            "rewind_to once, on its own."
+            f"({', '.join(c['name'] for c in changes)}). Call forget_conversation, "
+            "forget_details or rewind_to once, on its own (several quotes fit in one "
+            "forget_details call)."
         )
     return None
 
@@ -107,6 +122,45 @@ def create_forget_tool(*, description: str = FORGET_DESCRIPTION) -> BaseTool:
 
     return StructuredTool.from_function(
         coroutine=forget_conversation, name=FORGET, description=description
+    )
+
+
+def create_forget_details_tool(*, description: str = FORGET_DETAILS_DESCRIPTION) -> BaseTool:
+    """Makes ``forget_details``."""
+
+    async def forget_details(
+        quotes: list[str],
+        runtime: ToolRuntime,
+        reason: str | None = None,
+        for_good: bool = False,
+    ) -> Command[Any] | str:
+        if refusal := _refuse_if_combined(runtime):
+            return refusal
+        try:
+            run_saver(runtime.config)
+            checked = check_quotes(quotes)
+            messages = runtime.state.get("messages", []) if isinstance(runtime.state, dict) else []
+            pattern = quote_pattern(checked)
+            # The calling message holds the quotes in its arguments; the rest must too.
+            said = [m for m in messages[:-1] if scrub_message(m, pattern) is not None]
+            if not said and not for_good:  # for good: older copies may still hold it
+                raise QuoteNotFoundError()
+        except RequestError as error:
+            return error.for_model()
+        request: MemoryRequest = {
+            "kind": "forget_details",
+            "tool_call_id": runtime.tool_call_id or "",
+            "quotes": checked,
+        }
+        if for_good:
+            request["for_good"] = True
+        if cleaned := clean_reason(reason):
+            request["reason"] = cleaned
+        note = "Asking the user to confirm." if for_good else "Forgetting that detail now."
+        return _request(runtime, note, request)
+
+    return StructuredTool.from_function(
+        coroutine=forget_details, name=FORGET_DETAILS, description=description
     )
 
 
@@ -157,5 +211,10 @@ def create_timeline_tool(*, description: str = TIMELINE_DESCRIPTION) -> BaseTool
 
 
 def memory_tools() -> list[BaseTool]:
-    """The three memory tools, as the graph binds them."""
-    return [create_forget_tool(), create_rewind_tool(), create_timeline_tool()]
+    """The memory tools, as the graph binds them."""
+    return [
+        create_forget_tool(),
+        create_forget_details_tool(),
+        create_rewind_tool(),
+        create_timeline_tool(),
+    ]

@@ -151,7 +151,11 @@ class MessageCache:
 
     def forget_thread(self, thread_id: str) -> None:
         """Drops a thread's rows, e.g. after they were erased."""
-        for key in [key for key in self._rows if key[0] == thread_id]:
+        self.forget_rows(thread_id, [key[1] for key in self._rows if key[0] == thread_id])
+
+    def forget_rows(self, thread_id: str, numbers: Iterable[int]) -> None:
+        """Drops some rows of a thread, e.g. those a redact replaced by new ones."""
+        for key in [(thread_id, seq) for seq in numbers if (thread_id, seq) in self._rows]:
             message = self._rows.pop(key)
             seqs = self._by_id.get((thread_id, str(message.id)))
             if seqs is not None:

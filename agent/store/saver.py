@@ -41,6 +41,7 @@ from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
 from agent.errors import PurgeRefusedError, ThreadBusyError
+from agent.redaction import quote_pattern, scrub, scrub_typed
 from agent.state import MEMORY_EVENT_CHANNEL
 from agent.store import sql
 from agent.store.messages import (
@@ -115,6 +116,12 @@ def stamp_memory_event(
     if event["kind"] == "forget":
         stamped["memory_cleared"] = True
         if event.get("reason"):
+            stamped["reason"] = event["reason"]
+    elif event["kind"] == "forget_details":  # counts only: the quotes are what is forgotten
+        stamped["memory_redacted"] = int(event.get("count", 0))
+        if event.get("erased"):
+            stamped["memory_erased"] = True
+        if event.get("reason"):  # already free of the quotes (``forget_details_update``)
             stamped["reason"] = event["reason"]
     else:
         stamped["rewound_to"] = event["target"]
@@ -681,6 +688,98 @@ class MemagentSaver(AsyncPostgresSaver):
             )
             counts["memagent_messages"] = cur.rowcount
         return cut, counts
+
+    async def aredact(self, thread_id: str, quotes: Sequence[str]) -> dict[str, int]:
+        """Replaces the quotes by the marker in every stored copy of a thread, at once.
+
+        One transaction covers every checkpoint of every branch and namespace: the
+        ``checkpoints`` rows (inline values and metadata), ``checkpoint_blobs``,
+        ``checkpoint_writes`` and the message rows. A changed message gets a new row
+        under a new number (see ``agent.store.messages``) and every range list that
+        named the old row is rewritten to name the new one, so checkpoint and message
+        ids stay as they were and every checkpoint still loads.
+
+        Args:
+            thread_id: The thread.
+            quotes: Checked quotes (``agent.validation.check_quotes``), matched
+                case-insensitively.
+
+        Returns:
+            Rows changed per table (``memagent_messages``: rows replaced).
+        """
+        pattern = quote_pattern(quotes)
+        counts = dict.fromkeys(
+            ("checkpoints", "checkpoint_blobs", "checkpoint_writes", "memagent_messages"), 0
+        )
+        replaced: dict[int, int] = {}
+        async with self.conn.connection() as conn, conn.transaction():
+            rows = await (await conn.execute(sql.REDACT_SELECT_MESSAGES, (thread_id,))).fetchall()
+            changed = [
+                (row, blob)
+                for row in rows
+                if (blob := scrub_typed(row["type"], row["blob"], pattern)) is not None
+            ]
+            if changed:
+                cur = await conn.execute(sql.RESERVE_MESSAGE_SEQS, (thread_id, len(changed)))
+                last = (await cur.fetchone() or {"last_seq": 0})["last_seq"]
+                new_rows = []
+                for offset, (row, blob) in enumerate(changed):
+                    seq = last - len(changed) + 1 + offset
+                    replaced[row["seq"]] = seq
+                    new_rows.append((thread_id, seq, row["message_id"], row["type"], blob))
+                async with conn.cursor() as cur:
+                    await cur.executemany(sql.INSERT_MESSAGE, new_rows)
+                await conn.execute(sql.REDACT_DELETE_MESSAGES, (thread_id, list(replaced)))
+                counts["memagent_messages"] = len(changed)
+            blob_updates = []
+            for row in await (await conn.execute(sql.REDACT_SELECT_BLOBS, (thread_id,))).fetchall():
+                if row["type"] == RANGES_TYPE:
+                    seqs = decode_ranges(row["blob"])
+                    blob = (
+                        encode_ranges([replaced.get(seq, seq) for seq in seqs])
+                        if any(seq in replaced for seq in seqs)
+                        else None
+                    )
+                else:
+                    blob = scrub_typed(row["type"], row["blob"], pattern)
+                if blob is not None:
+                    key = (thread_id, row["checkpoint_ns"], row["channel"], row["version"])
+                    blob_updates.append((blob, *key))
+            write_updates = []
+            cur = await conn.execute(sql.REDACT_SELECT_WRITES, (thread_id,))
+            for row in await cur.fetchall():
+                if (blob := scrub_typed(row["type"], row["blob"], pattern)) is not None:
+                    key = (row["checkpoint_ns"], row["checkpoint_id"], row["task_id"], row["idx"])
+                    write_updates.append((blob, thread_id, *key))
+            checkpoint_updates = []
+            for row in await (
+                await conn.execute(sql.REDACT_SELECT_CHECKPOINTS, (thread_id,))
+            ).fetchall():
+                checkpoint = scrub(row["checkpoint"], pattern)
+                metadata = scrub(row["metadata"], pattern)
+                if checkpoint is not row["checkpoint"] or metadata is not row["metadata"]:
+                    checkpoint_updates.append(
+                        (
+                            Jsonb(checkpoint),
+                            Jsonb(metadata),
+                            thread_id,
+                            row["checkpoint_ns"],
+                            row["checkpoint_id"],
+                        )
+                    )
+            async with conn.cursor() as cur:
+                for table, statement, params in (
+                    ("checkpoint_blobs", sql.REDACT_UPDATE_BLOB, blob_updates),
+                    ("checkpoint_writes", sql.REDACT_UPDATE_WRITE, write_updates),
+                    ("checkpoints", sql.REDACT_UPDATE_CHECKPOINT, checkpoint_updates),
+                ):
+                    if params:
+                        await cur.executemany(statement, params)
+                    counts[table] = len(params)
+        # A running turn may still hold a message as it was; matched against a replaced
+        # row it would be stored as a reference to that (now deleted) row.
+        self._messages.forget_rows(thread_id, replaced)
+        return counts
 
     async def arecord_audit(
         self,

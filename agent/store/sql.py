@@ -112,6 +112,7 @@ FROM (
     WHERE metadata ->> 'source' = 'input'
        OR metadata ? 'memory_cleared'
        OR metadata ? 'rewound_to'
+       OR metadata ? 'memory_redacted'
     LIMIT %(limit)s
 ) e
 LEFT JOIN LATERAL (
@@ -230,6 +231,47 @@ SELECT_MESSAGES_BY_ID = """
 SELECT seq, type, blob FROM memagent_messages WHERE thread_id = %s AND message_id = ANY(%s)
 """
 
+# Redact rewrites every stored copy of a thread in place, in one transaction: the
+# library has no way to change a stored value, and a quote may sit in any of them
+# (message rows, older releases' message blobs, other channels such as the memory
+# request, pending writes such as a turn's input or an interrupt, inline values and
+# metadata in ``checkpoints``). Every row of the thread is read and locked (FOR UPDATE,
+# so no turn can write a copy back meanwhile); which rows hold a quote is decided in
+# Python, because a case-insensitive match inside msgpack bytes cannot be made in SQL.
+# Rows are addressed by their primary keys, so ids and parent links never change.
+REDACT_SELECT_CHECKPOINTS = """
+SELECT checkpoint_ns, checkpoint_id, checkpoint, metadata FROM checkpoints
+WHERE thread_id = %s FOR UPDATE
+"""
+REDACT_UPDATE_CHECKPOINT = """
+UPDATE checkpoints SET checkpoint = %s, metadata = %s
+WHERE thread_id = %s AND checkpoint_ns = %s AND checkpoint_id = %s
+"""
+REDACT_SELECT_BLOBS = """
+SELECT checkpoint_ns, channel, version, type, blob FROM checkpoint_blobs
+WHERE thread_id = %s FOR UPDATE
+"""
+REDACT_UPDATE_BLOB = """
+UPDATE checkpoint_blobs SET blob = %s
+WHERE thread_id = %s AND checkpoint_ns = %s AND channel = %s AND version = %s
+"""
+REDACT_SELECT_WRITES = """
+SELECT checkpoint_ns, checkpoint_id, task_id, idx, type, blob FROM checkpoint_writes
+WHERE thread_id = %s FOR UPDATE
+"""
+REDACT_UPDATE_WRITE = """
+UPDATE checkpoint_writes SET blob = %s
+WHERE thread_id = %s AND checkpoint_ns = %s AND checkpoint_id = %s AND task_id = %s AND idx = %s
+"""
+REDACT_SELECT_MESSAGES = """
+SELECT seq, message_id, type, blob FROM memagent_messages WHERE thread_id = %s FOR UPDATE
+"""
+# A message row never changes under its number (other processes cache decoded rows by
+# it), so a redacted message becomes a new row with a new number and the old row goes.
+REDACT_DELETE_MESSAGES = """
+DELETE FROM memagent_messages WHERE thread_id = %s AND seq = ANY(%s)
+"""
+
 INSERT_AUDIT = """
 INSERT INTO memagent_audit (operation, thread_id, surface, actor, detail)
 VALUES (%s, %s, %s, %s, %s)
@@ -275,7 +317,8 @@ FROM (
     SELECT checkpoint_id, parent_checkpoint_id, checkpoint, metadata,
            (metadata ->> 'source' = 'input'
             OR metadata ? 'memory_cleared'
-            OR metadata ? 'rewound_to') AS point
+            OR metadata ? 'rewound_to'
+            OR metadata ? 'memory_redacted') AS point
     FROM checkpoints
     WHERE thread_id = %s AND checkpoint_ns = ''
 ) c
