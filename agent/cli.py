@@ -249,6 +249,9 @@ def _tree_label(node: admin.TreeEntry, turns: dict[str, str]) -> str:
         why = f" ({entry.reason})" if entry.reason else ""
         undo = f"; undo: rewind to {node.undo}" if node.undo else ""
         return f"✂ {head}  forgot{why}{undo}"
+    if entry.kind == "redacted":
+        done = "erased for good" if entry.erased else "forgot"
+        return f"✂ {head}  {done} details in {entry.redacted} message(s)"
     target = entry.rewound_to or "?"
     if target in turns:  # a turn's point: the state just before its message
         where = f' (before "{turns[target]}")'

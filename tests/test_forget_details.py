@@ -1,0 +1,300 @@
+"""Forgetting one detail (soft) and erasing it from every stored copy (hard), on PostgreSQL.
+
+"Erased" is checked on the raw rows: every text, bytea and JSON column of every table
+(found through ``information_schema``), matched case-insensitively.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import psycopg
+import pytest
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
+from langchain_core.runnables import RunnableConfig
+from langchain_core.tools import tool
+from langgraph.types import Command
+
+from agent.checkpointer import MemagentSaver
+from agent.errors import InvalidQuoteError, QuoteNotFoundError
+from agent.graph import make_graph
+from agent.prompts import REMOVED_MARKER
+from agent.timeline import read_timeline
+from tests.conftest import table_counts
+from tests.fakes import ScriptedChatModel, call, check_provider_valid
+from tools import admin
+from tools.memory import FORGET_DETAILS, REWIND
+
+CANARY = "Canary-7f3e 12 Main St"
+
+
+@tool
+async def lookup_address(address: str) -> str:
+    """Looks an address up (a stand-in for any tool that sees the detail)."""
+    return f"{address} is a bakery"
+
+
+class Chat:
+    """One thread driven by a scripted model, with the lookup tool bound."""
+
+    def __init__(self, saver: MemagentSaver) -> None:
+        self.saver = saver
+        self.model = ScriptedChatModel()
+        self.graph = make_graph(self.model, checkpointer=saver, extra_tools=[lookup_address])
+        self.thread_id = str(uuid.uuid4())
+
+    @property
+    def config(self) -> RunnableConfig:
+        return {"configurable": {"thread_id": self.thread_id}}
+
+    async def say(self, text: str, *replies: AIMessage | str) -> dict[str, Any]:
+        self.model.script.extend(replies or ["ok"])
+        result: dict[str, Any] = await self.graph.ainvoke(
+            {"messages": [HumanMessage(text)]}, self.config
+        )
+        return result
+
+    async def forget_details(self, *quotes: str, for_good: bool = False) -> dict[str, Any]:
+        args: dict[str, Any] = {"quotes": list(quotes)}
+        if for_good:
+            args["for_good"] = True
+        return await self.say("forget my address", self.model.calls(call(FORGET_DETAILS, **args)))
+
+    async def resume(self, answer: Any) -> dict[str, Any]:
+        result: dict[str, Any] = await self.graph.ainvoke(Command(resume=answer), self.config)
+        return result
+
+    async def messages(self) -> list[BaseMessage]:
+        state = await self.graph.aget_state(self.config)
+        return list(state.values.get("messages", []))
+
+    async def turn_points(self) -> list[str]:
+        entries = await read_timeline(self.saver, self.thread_id, 100)
+        return [e.checkpoint_id for e in entries if e.kind == "turn"]
+
+
+async def canary_thread(saver: MemagentSaver) -> Chat:
+    """The canary in a user message (turn 7), an AI reply, a tool call and its result,
+    on a thread of 20 turns with a rewind branch made at turn 20."""
+    chat = Chat(saver)
+    for turn in range(1, 21):
+        if turn == 7:
+            await chat.say(
+                f"my address is {CANARY}",
+                chat.model.calls(call("lookup_address", address=CANARY.upper())),
+                f"Noted, you live at {CANARY.lower()}.",
+            )
+        else:
+            await chat.say(f"turn {turn} says nothing personal")
+    points = await chat.turn_points()  # newest first: points[-10] is turn 10's
+    await chat.say("go back", chat.model.calls(call(REWIND, checkpoint_id=points[-10])))
+    await chat.say("and on this branch", "fine")
+    return chat
+
+
+def raw_hits(database_url: str, needle: str = CANARY) -> dict[str, int]:
+    """Rows holding ``needle`` (any case) per table.column, over every table."""
+    hits: dict[str, int] = {}
+    with psycopg.connect(database_url) as conn:
+        columns = conn.execute(
+            "SELECT table_name, column_name, data_type FROM information_schema.columns "
+            "WHERE table_schema = 'public' "
+            "AND data_type IN ('text', 'bytea', 'jsonb', 'json', 'character varying')"
+        ).fetchall()
+        for table, column, data_type in columns:
+            value = f"encode({column}, 'escape')" if data_type == "bytea" else f"{column}::text"
+            row = conn.execute(
+                f"SELECT count(*) FROM {table} WHERE {value} ILIKE %s",  # noqa: S608
+                (f"%{needle}%",),
+            ).fetchone()
+            if row and row[0]:
+                hits[f"{table}.{column}"] = row[0]
+    return hits
+
+
+async def all_checkpoint_ids(database_url: str, thread_id: str) -> list[str]:
+    with psycopg.connect(database_url) as conn:
+        rows = conn.execute(
+            "SELECT checkpoint_id FROM checkpoints WHERE thread_id = %s AND checkpoint_ns = ''",
+            (thread_id,),
+        ).fetchall()
+    return [row[0] for row in rows]
+
+
+def model_view(messages: list[BaseMessage]) -> str:
+    """Everything a provider would be sent: texts, tool calls and their arguments."""
+    return "\n".join(f"{m.content} {getattr(m, 'tool_calls', '')}" for m in messages)
+
+
+async def test_soft_forget_hides_the_detail_from_the_model_and_keeps_everything_else(
+    saver: MemagentSaver, database_url: str
+) -> None:
+    chat = await canary_thread(saver)
+    before = await chat.messages()
+    assert CANARY.lower() in model_view(before).lower()
+    await chat.forget_details(CANARY.lower())
+    await chat.say("what do you know?", "everything else")
+    seen = chat.model.inputs[-1]
+    view = model_view(seen)
+    assert CANARY.lower() not in view.lower()
+    assert f"my address is {REMOVED_MARKER}" in view
+    assert f"Noted, you live at {REMOVED_MARKER}." in view
+    assert f"{REMOVED_MARKER} is a bakery" in view
+    assert "turn 6 says nothing personal" in view and "turn 8 says nothing personal" in view
+    check_provider_valid(seen)
+    # Same messages, same ids, same order: only the detail changed.
+    after = (await chat.messages())[: len(before)]
+    assert [m.id for m in after] == [m.id for m in before]
+    history = [s async for s in chat.graph.aget_state_history(chat.config)]
+    marked = [s for s in history if "memory_redacted" in s.metadata]
+    assert len(marked) == 1
+    # user message, AI call, tool result, AI reply, and the forget_details call itself
+    assert marked[0].metadata["memory_redacted"] == 5
+    assert "timestamp" in marked[0].metadata
+    assert CANARY.lower() not in str(marked[0].metadata).lower()
+    entries = await read_timeline(saver, chat.thread_id, 10)
+    assert [e.redacted for e in entries if e.kind == "redacted"] == [5]
+    audit = await admin.aaudit(saver, chat.thread_id)
+    assert audit[0]["operation"] == "forget_details"
+    assert CANARY.lower() not in str(audit).lower()
+
+
+async def test_rewinding_to_before_a_soft_forget_brings_the_detail_back(
+    saver: MemagentSaver,
+) -> None:
+    chat = await canary_thread(saver)
+    await chat.forget_details(CANARY)
+    points = await chat.turn_points()
+    await chat.say("undo", chat.model.calls(call(REWIND, checkpoint_id=points[0])))
+    assert CANARY in model_view(await chat.messages())
+
+
+async def test_a_quote_found_nowhere_changes_nothing_and_the_model_is_told(
+    saver: MemagentSaver,
+) -> None:
+    chat = await canary_thread(saver)
+    before = await chat.messages()
+    await chat.forget_details("42 Elm Road")
+    answer = chat.model.inputs[-1][-1]
+    assert "none of the quotes occurs" in answer.text
+    history = [s async for s in chat.graph.aget_state_history(chat.config)]
+    assert not [s for s in history if "memory_redacted" in s.metadata]
+    assert model_view(before) in model_view(await chat.messages())
+    with pytest.raises(QuoteNotFoundError):
+        await admin.aforget_details(saver, chat.thread_id, ["99 Oak Lane"])
+
+
+@pytest.mark.parametrize(
+    "quotes",
+    [[], [""], ["   "], ["a\x00b"], ["x" * 501], ["removed at the user"], "not a list" * 0],
+)
+async def test_bad_quotes_are_refused_with_an_instruction_and_nothing_is_written(
+    saver: MemagentSaver, database_url: str, quotes: Any
+) -> None:
+    chat = await canary_thread(saver)
+    rows = table_counts(database_url)
+    with pytest.raises(InvalidQuoteError):
+        await admin.aforget_details(saver, chat.thread_id, quotes)
+    with pytest.raises(InvalidQuoteError):
+        await admin.aredact(saver, chat.thread_id, quotes)
+    assert table_counts(database_url) == rows
+    await chat.forget_details(*quotes) if quotes else await chat.forget_details("")
+    assert "Nothing was changed" in chat.model.inputs[-1][-1].text
+
+
+async def test_erase_for_good_after_a_yes_leaves_the_detail_in_no_row_of_any_table(
+    saver: MemagentSaver, database_url: str
+) -> None:
+    chat = await canary_thread(saver)
+    assert raw_hits(database_url)
+    await chat.forget_details(CANARY.lower())  # soft first, as a user would
+    head_before = await chat.messages()
+    result = await chat.forget_details(CANARY, for_good=True)
+    pending = result["__interrupt__"][0].value
+    assert pending["quotes"] == [CANARY] and pending["action"] == "erase_for_good"
+    await chat.resume(True)
+    assert raw_hits(database_url) == {}
+    ids = await all_checkpoint_ids(database_url, chat.thread_id)
+    assert len(ids) > 60
+    cold = await _cold_saver(saver)
+    for checkpoint_id in ids:
+        found = await cold.aget_tuple(
+            {
+                "configurable": {
+                    "thread_id": chat.thread_id,
+                    "checkpoint_ns": "",
+                    "checkpoint_id": checkpoint_id,
+                }
+            }
+        )
+        assert found is not None
+        assert found.config["configurable"]["checkpoint_id"] == checkpoint_id
+        messages = found.checkpoint["channel_values"].get("messages") or []
+        if messages and isinstance(messages[-1], AIMessage) and messages[-1].tool_calls:
+            messages = messages[:-1]  # mid-turn: the tool step had not answered yet
+        check_provider_valid(messages)
+        assert CANARY.lower() not in model_view(messages).lower()
+    head = await chat.messages()
+    assert [m.id for m in head[: len(head_before)]] == [m.id for m in head_before]
+    # Rewinding anywhere, even to before turn 7's forget, never brings it back.
+    points = await chat.turn_points()
+    await chat.say("undo", chat.model.calls(call(REWIND, checkpoint_id=points[-1])))
+    await chat.say("and again", "ok")
+    assert CANARY.lower() not in model_view(chat.model.inputs[-1]).lower()
+    assert raw_hits(database_url) == {}
+    audit = await admin.aaudit(saver, chat.thread_id)
+    assert CANARY.lower() not in str(audit).lower()
+
+
+async def _cold_saver(saver: MemagentSaver) -> MemagentSaver:
+    """A second saver on the same pool: nothing cached, every row read from the table."""
+    return MemagentSaver(saver.conn, saver.conninfo)
+
+
+@pytest.mark.parametrize("answer", [False, "no", "maybe", {"confirm": False}])
+async def test_erase_for_good_without_a_yes_erases_nothing(
+    saver: MemagentSaver, database_url: str, answer: Any
+) -> None:
+    chat = await canary_thread(saver)
+    result = await chat.forget_details(CANARY, for_good=True)
+    assert "__interrupt__" in result
+    hits = raw_hits(database_url)
+    await chat.resume(answer)
+    after = raw_hits(database_url)
+    assert after["memagent_messages.blob"] == hits["memagent_messages.blob"]
+    assert CANARY in model_view(await chat.messages())
+    assert "Nothing was erased" in (await chat.messages())[-1].text
+
+
+async def test_redact_out_of_band_rewrites_every_copy_in_one_call(
+    saver: MemagentSaver, database_url: str
+) -> None:
+    chat = await canary_thread(saver)
+    erased = await admin.aredact(saver, chat.thread_id, [CANARY.upper()])
+    assert erased.rows["memagent_messages"] == 4
+    assert erased.rows["checkpoint_writes"] >= 1
+    assert raw_hits(database_url) == {}
+    ids_before = await all_checkpoint_ids(database_url, chat.thread_id)
+    await chat.say("still working?", "yes")
+    assert f"my address is {REMOVED_MARKER}" in model_view(chat.model.inputs[-1])
+    assert set(ids_before) <= set(await all_checkpoint_ids(database_url, chat.thread_id))
+    line = (await admin.aaudit(saver, chat.thread_id))[0]
+    assert line["operation"] == "redact" and line["detail"] == erased.rows
+
+
+async def test_a_canary_in_the_run_config_lands_in_no_checkpoint_metadata(
+    saver: MemagentSaver, database_url: str
+) -> None:
+    chat = Chat(saver)
+    config: RunnableConfig = {
+        "configurable": {"thread_id": chat.thread_id, "user_email": CANARY},
+        "metadata": {"customer": CANARY},
+    }
+    chat.model.script.append("ok")
+    await chat.graph.ainvoke({"messages": [HumanMessage("hello")]}, config)
+    with psycopg.connect(database_url) as conn:
+        rows = conn.execute("SELECT metadata::text FROM checkpoints").fetchall()
+    assert rows
+    assert not [row for row in rows if CANARY in row[0]]
+    assert all('"source"' in row[0] and '"step"' in row[0] for row in rows)
