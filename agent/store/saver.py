@@ -148,6 +148,16 @@ def _storable(value: Any) -> Any:
     return value
 
 
+RUN_METADATA_KEYS = frozenset({"run_id", "thread_id", "assistant_id", "graph_id"})
+"""The run's ``configurable``/``metadata`` keys a checkpoint's metadata keeps.
+
+langgraph itself puts ``source``, ``step`` and ``parents`` there, and memagent its
+memory markers; from the run, the server's history view and Studio show the run
+(``run_id``) and filter by assistant and graph, and ``DELETE_FOR_RUNS`` and
+``ChatSession``'s resume find a run's checkpoints by ``run_id``.
+"""
+
+
 def storable_metadata(
     config: RunnableConfig, metadata: CheckpointMetadata
 ) -> tuple[RunnableConfig, CheckpointMetadata]:
@@ -159,8 +169,18 @@ def storable_metadata(
     caller or a model), makes PostgreSQL refuse the whole checkpoint, so the turn
     fails. This does the library's merge here, cleans every key and string of it, and
     leaves out of the config what the merge already took (or could not store).
+
+    Only the run's keys in ``RUN_METADATA_KEYS`` are merged: anything else a caller
+    passes in a config (an e-mail address, a customer name) would otherwise be
+    copied, in plain text, into every checkpoint of the run.
     """
-    merged = _storable(get_checkpoint_metadata(config, metadata))
+    kept: RunnableConfig = {
+        "metadata": {k: v for k, v in config.get("metadata", {}).items() if k in RUN_METADATA_KEYS},
+        "configurable": {
+            k: v for k, v in config.get("configurable", {}).items() if k in RUN_METADATA_KEYS
+        },
+    }
+    merged = _storable(get_checkpoint_metadata(kept, metadata))
     configurable = {
         key: value
         for key, value in config.get("configurable", {}).items()
