@@ -31,7 +31,7 @@ from agent.timeline import (
     render_timeline,
     undo_target,
 )
-from agent.validation import check_thread_id
+from agent.validation import check_quotes, check_thread_id
 from tools import admin
 
 T = TypeVar("T")
@@ -382,6 +382,32 @@ def delete(thread_id: str, yes: bool, as_json: bool) -> None:
 
 @main.command()
 @click.argument("thread_id")
+@click.option(
+    "--text", "texts", multiple=True, required=True, help="A detail to erase (repeatable)."
+)
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def redact(thread_id: str, texts: tuple[str, ...], yes: bool, as_json: bool) -> None:
+    """Erase details for good from every stored copy of a thread (ids stay)."""
+    _checked(thread_id)
+    quotes = _checked_quotes(list(texts))
+    if not yes:
+        click.confirm(
+            f"Erase {len(quotes)} detail(s) from every stored copy of thread {thread_id}? "
+            "It cannot be undone",
+            abort=True,
+        )
+    erased = _with_saver(lambda saver: admin.aredact(saver, thread_id, quotes, surface="cli"))
+    if as_json:
+        _echo_json({"thread_id": thread_id, "rows": erased.rows})
+    elif not any(erased.rows.values()):
+        click.echo(f"Nothing to erase: no stored copy of thread {thread_id} holds that text.")
+    else:
+        click.echo(f"Erased from thread {thread_id}: {_counts(erased.rows)} changed.")
+
+
+@main.command()
+@click.argument("thread_id")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def purge(thread_id: str, as_json: bool) -> None:
     """Erase everything older than the thread's newest forget; the thread goes on.
@@ -429,5 +455,12 @@ def audit(thread_id: str | None, limit: int, as_json: bool) -> None:
 def _checked(thread_id: str) -> str:
     try:
         return check_thread_id(thread_id)
+    except MemagentError as error:
+        raise click.ClickException(str(error)) from None
+
+
+def _checked_quotes(quotes: list[str]) -> list[str]:
+    try:
+        return check_quotes(quotes)
     except MemagentError as error:
         raise click.ClickException(str(error)) from None

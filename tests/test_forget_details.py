@@ -6,20 +6,26 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 import uuid
 from typing import Any
 
 import psycopg
 import pytest
+from click.testing import CliRunner
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 from langchain_core.runnables import RunnableConfig
 from langchain_core.tools import tool
 from langgraph.types import Command
 
 from agent.checkpointer import MemagentSaver
+from agent.cli import main
 from agent.errors import InvalidQuoteError, QuoteNotFoundError
 from agent.graph import make_graph
 from agent.prompts import REMOVED_MARKER
+from agent.session import ChatSession
+from agent.settings import Settings
 from agent.timeline import read_timeline
 from tests.conftest import table_counts
 from tests.fakes import ScriptedChatModel, call, check_provider_valid
@@ -303,3 +309,31 @@ async def test_a_canary_in_the_run_config_lands_in_no_checkpoint_metadata(
     assert rows
     assert not [row for row in rows if CANARY in row[0]]
     assert all('"source"' in row[0] and '"step"' in row[0] for row in rows)
+
+
+def test_cli_redact_asks_first_and_erases_only_after_a_yes(
+    settings: Settings, database_url: str
+) -> None:
+    async def converse() -> None:
+        async with ChatSession.open(settings) as session:
+            await session.send("t", f"my address is {CANARY}")
+            await session.send("t", "what is my address?")
+
+    asyncio.run(converse())
+    before = raw_hits(database_url)
+    assert before
+
+    declined = CliRunner().invoke(main, ["redact", "t", "--text", CANARY], input="n\n")
+    assert declined.exit_code != 0 and "cannot be undone" in declined.output
+    assert raw_hits(database_url) == before
+
+    bad = CliRunner().invoke(main, ["redact", "t", "--text", "", "--yes"])
+    assert bad.exit_code != 0 and "Traceback" not in bad.output and "empty" in bad.output
+
+    done = CliRunner().invoke(
+        main, ["redact", "t", "--text", CANARY.lower(), "--text", "bakery", "--yes", "--json"]
+    )
+    assert done.exit_code == 0, done.output
+    rows = json.loads(done.stdout)["rows"]
+    assert rows["memagent_messages"] >= 2
+    assert raw_hits(database_url) == {}
