@@ -119,6 +119,7 @@ async def _chat(thread_id: str) -> None:
                         await _slash_command(session, thread_id, line.strip())
                     else:
                         await terminal.show_reply(session.stream(thread_id, line))
+                        await _answer_pending_question(session, thread_id)
                 except USER_ERRORS as error:
                     click.echo(f"\nerror: {_one_line(error)}", err=True)
         finally:
@@ -166,6 +167,17 @@ def _timeline_limit(argument: str) -> int | None:
     if argument.isdigit() and 1 <= int(argument) <= MAX_TIMELINE_LIMIT:
         return int(argument)
     return None
+
+
+async def _answer_pending_question(session: ChatSession, thread_id: str) -> None:
+    """Asks the user a paused turn's yes/no question (erase for good) and resumes it."""
+    question = await session.pending_question(thread_id)
+    if question is None:
+        return
+    quotes = ", ".join(f'"{quote}"' for quote in question.get("quotes", []))
+    text = f"{question.get('question', 'Continue?')} {quotes}"
+    answer = await asyncio.to_thread(click.confirm, text, default=False)
+    click.echo("agent> " + await session.resume(thread_id, answer))
 
 
 async def _slash_command(session: ChatSession, thread_id: str, line: str) -> None:

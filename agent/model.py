@@ -37,6 +37,9 @@ DEFAULT_OPENAI_MODEL = "openai:gpt-4o-mini"
 
 _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", re.I)
 _FORGET = re.compile(r"\bforget\b", re.I)
+_FORGET_DETAIL = re.compile(
+    r"\b(?:forget|erase)\s+(?:about\s+)?my\s+([\w ]+?)(\s+for good|\s+permanently)?\s*[.!]?$", re.I
+)
 _REWIND = re.compile(r"\b(go back|rewind|undo)\b", re.I)
 _TIMELINE = re.compile(r"\b(timeline|history)\b", re.I)
 _RECALL = re.compile(r"\b(remember|recall|what did i|what have i|what do you know)\b", re.I)
@@ -49,6 +52,9 @@ class OfflineChatModel(BaseChatModel):
     It answers from what the thread remembers (its input is the thread's messages),
     which makes persistence, forgetting and rewinding visible in a demo:
 
+    * "forget my X" calls ``forget_details`` with what the user said X is ("my
+      address is 12 Main St" -> ``["12 Main St"]``); "... for good" (or "erase my X
+      for good") asks for the hard erase, which the user must confirm;
     * "forget this/that/everything" calls ``forget_conversation``;
     * "go back", "rewind", "undo" call ``rewind_to`` with an id from the message, or
       first ``conversation_timeline`` and then ``rewind_to`` the previous turn;
@@ -104,6 +110,16 @@ class OfflineChatModel(BaseChatModel):
         if isinstance(last, ToolMessage):
             return self._after_tool(messages, last)
         text = last.text if isinstance(last, HumanMessage) else ""
+        detail = _FORGET_DETAIL.search(text.strip())
+        if detail and "forget_details" in self.tool_names:
+            topic = detail.group(1).strip().lower()
+            quotes = _said_about(topic, _earlier_user_texts(messages))
+            if not quotes:
+                return AIMessage(content=f"You haven't told me your {topic} in this conversation.")
+            args: dict[str, Any] = {"quotes": quotes}
+            if detail.group(2):
+                args["for_good"] = True
+            return _call("forget_details", args, n)
         if _FORGET.search(text) and "forget_conversation" in self.tool_names:
             return _call("forget_conversation", {"reason": "the user asked me to forget"}, n)
         if _REWIND.search(text) and "rewind_to" in self.tool_names:
@@ -155,10 +171,22 @@ def _earlier_user_texts(messages: list[BaseMessage]) -> list[str]:
     return [m.text for m in messages[:-1] if isinstance(m, HumanMessage)]
 
 
+def _statement(topic: str) -> re.Pattern[str]:
+    """Matches a user saying what their ``topic`` is; group 1 is the value."""
+    return re.compile(rf"\bmy\s+{re.escape(topic)}\s*(?:is|:|=)\s*(.+?)\s*[.!]?$", re.I)
+
+
+def _said_about(topic: str, earlier: list[str]) -> list[str]:
+    """What the user said their ``topic`` is ("my address is 12 Main St" -> "12 Main St")."""
+    statement = _statement(topic)
+    found = [match.group(1) for text in earlier if (match := statement.search(text.strip()))]
+    return list(dict.fromkeys(found))
+
+
 def _answer(text: str, earlier: list[str]) -> str:
     if match := _MY_QUESTION.search(text.strip()):
         topic = match.group(1).strip().lower()
-        said = [t for t in earlier if f"my {topic}" in t.lower() and not t.rstrip().endswith("?")]
+        said = [t for t in earlier if _statement(topic).search(t.strip())]
         if said:
             return f'You told me: "{said[-1]}"'
         return f"I don't know your {topic}: you haven't told me in this conversation."

@@ -26,6 +26,7 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, AIMessageChunk, HumanMessage
 from langchain_core.runnables import RunnableConfig
 from langgraph.graph.state import CompiledStateGraph
+from langgraph.types import Command
 
 from agent.errors import DatabaseUnavailableError
 from agent.graph import make_graph
@@ -186,6 +187,26 @@ class ChatSession:
             if isinstance(message, AIMessage) and message.text:
                 return message.text
         return ""
+
+    async def pending_question(self, thread_id: str) -> dict[str, Any] | None:
+        """What a paused turn asks the user (an ``interrupt`` value), or ``None``.
+
+        A turn pauses when the model asked to erase a detail for good: nothing is
+        erased until ``resume`` answers yes.
+        """
+        state = await self.graph.aget_state({"configurable": {"thread_id": thread_id}})
+        for pending in state.interrupts:
+            if isinstance(pending.value, dict):
+                return pending.value
+        return None
+
+    async def resume(self, thread_id: str, answer: bool) -> str:
+        """Answers a paused turn's question and finishes the turn; returns the reply."""
+        check_thread_id(thread_id)
+        config = _with_run_id({"configurable": {"thread_id": thread_id}}, str(uuid.uuid4()))
+        async with self.saver.thread_lease(thread_id):
+            events = self.graph.astream(Command(resume=answer), config, stream_mode="messages")
+            return "".join([part async for part in _reply_parts(events)])
 
     async def send(self, thread_id: str, text: str) -> str:
         """Runs one turn and returns the agent's whole reply."""

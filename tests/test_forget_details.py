@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
+import sys
 import uuid
 from typing import Any
 
@@ -337,3 +339,36 @@ def test_cli_redact_asks_first_and_erases_only_after_a_yes(
     rows = json.loads(done.stdout)["rows"]
     assert rows["memagent_messages"] >= 2
     assert raw_hits(database_url) == {}
+
+
+def test_the_terminal_chat_forgets_undoes_and_erases_for_good_after_a_yes(
+    settings: Settings, database_url: str
+) -> None:
+    """The README's session, with the offline model, in a real ``memagent chat`` process."""
+    lines = [
+        "my address is 12 Main St",
+        "forget my address",
+        "undo",
+        "what is my address?",
+        "forget my address for good",
+        "y",
+        "what is my address?",
+        "/exit",
+    ]
+    done = subprocess.run(
+        [sys.executable, "-m", "agent", "chat", "--thread", "readme"],
+        input="\n".join(lines) + "\n",
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    assert "Traceback" not in done.stderr
+    answers = [line for line in out.splitlines() if "You told me" in line]
+    assert "I've forgotten that detail" in out
+    assert "12 Main St" in answers[0]  # the undo brought it back
+    assert REMOVED_MARKER in answers[1]
+    assert "Erase these details for good" in out
+    assert "erased for good" in out
+    assert raw_hits(database_url, "12 Main St") == {}
