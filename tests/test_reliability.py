@@ -393,6 +393,7 @@ async def test_a_thread_deleted_during_a_turn_is_not_written_back(
         "checkpoints": 0,
         "checkpoint_blobs": 0,
         "checkpoint_writes": 0,
+        "memagent_messages": 0,
     }
     assert await conversation(session, "t") == []
     # The thread is usable again and starts empty.
