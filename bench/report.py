@@ -559,9 +559,7 @@ def plot(results: dict[str, Any], path: Path) -> bool:
     ax1.set(ylabel="ms (median turn)", title="Turn latency")
     lengths = lengths_of(results, "ops")
     for op, style in (("forget", "o-"), ("rewind", "s--"), ("timeline", "^:"), ("redact", "d-.")):
-        line(
-            ax2, lengths, functools.partial(op_ms, op), fmt=style, color=f"C{len(labels)}", label=op
-        )
+        line(ax2, lengths, functools.partial(op_ms, op), fmt=style, color=color[MEMAGENT], label=op)
     ax2.axhline(TARGET_TIMELINE_MS, color="grey", lw=0.8, ls=":", label="timeline target (5 ms)")
     ax2.set(ylabel="ms (median)", title=f"{labels[MEMAGENT]}: tools.admin operations")
     lengths = lengths_of(results, "storage")

@@ -162,68 +162,54 @@ async def stock_pool_saver(stack: AsyncExitStack, url: str, pool_size: int) -> A
 async def open_contenders(server: BenchServer, home: Path) -> AsyncIterator[list[Contender]]:
     """Opens every contender, each on a fresh database; closes and drops them on exit."""
     model = OfflineChatModel()
-    pool_size = bench_settings("", home).pool_max_size
     async with AsyncExitStack() as stack:
 
         async def database(key: str) -> str:
             return await stack.enter_async_context(server.database(key))
 
-        inmemory = make_graph(model, checkpointer=InMemorySaver())
-        url = await database("stock_pool")
-        stock_pool = make_graph(model, checkpointer=await stock_pool_saver(stack, url, pool_size))
-        contenders = [
-            Contender("inmemory", "InMemorySaver", inmemory, graph_turn(inmemory)),
-            Contender(
-                "stock_pool",
-                f"AsyncPostgresSaver (pool of {pool_size})",
-                stock_pool,
-                graph_turn(stock_pool),
-                storage_url=url,
-            ),
-        ]
-        url = await database("stock_conn")
-        stock_conn = await stack.enter_async_context(AsyncPostgresSaver.from_conn_string(url))
-        await stock_conn.setup()
-        graph = make_graph(model, checkpointer=stock_conn)
-        contenders.append(
-            Contender(
-                "stock_conn",
-                "AsyncPostgresSaver (1 connection)",
-                graph,
-                graph_turn(graph),
-                storage_url=url,
-            )
-        )
         url = await database("memagent")
-        saver = await stack.enter_async_context(
-            open_saver(bench_settings(url, home / "memagent"), database_url=url)
-        )
+        settings = bench_settings(url, home / "memagent")
+        saver = await stack.enter_async_context(open_saver(settings, database_url=url))
         graph = make_graph(model, checkpointer=saver)
-        contenders.append(
-            Contender(
-                "memagent",
-                "memagent saver",
-                graph,
-                graph_turn(graph),
-                storage_url=url,
-                saver=saver,
-            )
+        memagent = Contender(
+            "memagent", "memagent saver", graph, graph_turn(graph), storage_url=url, saver=saver
         )
         url = await database("chat")
         chat_saver = await stack.enter_async_context(
             open_saver(bench_settings(url, home / "chat"), database_url=url)
         )
         session = ChatSession(graph=make_graph(model, checkpointer=chat_saver), saver=chat_saver)
-        contenders.append(
-            Contender(
-                "memagent_chat",
-                "memagent ChatSession",
-                session.graph,
-                session_turn(session),
-                storage_url=url,
-            )
+        chat = Contender(
+            "memagent_chat",
+            "memagent ChatSession",
+            session.graph,
+            session_turn(session),
+            storage_url=url,
         )
-        yield contenders
+        url = await database("stock_pool")
+        pool_saver = await stock_pool_saver(stack, url, settings.pool_max_size)
+        graph = make_graph(model, checkpointer=pool_saver)
+        stock_pool = Contender(
+            "stock_pool",
+            f"AsyncPostgresSaver (pool of {settings.pool_max_size})",
+            graph,
+            graph_turn(graph),
+            storage_url=url,
+        )
+        url = await database("stock_conn")
+        conn_saver = await stack.enter_async_context(AsyncPostgresSaver.from_conn_string(url))
+        await conn_saver.setup()
+        graph = make_graph(model, checkpointer=conn_saver)
+        stock_conn = Contender(
+            "stock_conn",
+            "AsyncPostgresSaver (1 connection)",
+            graph,
+            graph_turn(graph),
+            storage_url=url,
+        )
+        graph = make_graph(model, checkpointer=InMemorySaver())
+        inmemory = Contender("inmemory", "InMemorySaver", graph, graph_turn(graph))
+        yield [inmemory, stock_pool, stock_conn, memagent, chat]
 
 
 async def warm_up(contenders: Sequence[Contender], turns: int = 3) -> None:
