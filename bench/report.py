@@ -302,7 +302,7 @@ def storage_rows(results: dict[str, Any]) -> list[str]:
                 f"{show(over_runs(results, stored(key, n)), _bytes)}  {show(vs_stock, _x)}"
             )
         growth = over_runs(results, ratio_getter(stored(key, last), stored(key, prev)))
-        rows.append([*cells, show(growth, _plain) + "x"])
+        rows.append([*cells, show(growth, _x)])
     for what, label in (
         ("text", "message text itself"),
         ("serialized", "messages serialized once"),
