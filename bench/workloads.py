@@ -299,9 +299,9 @@ async def memory_op_latency(
 
     Every forget and every rewind starts from the same full head: after each, an
     untimed rewind restores that head. The rewind goes back ``REWIND_TURNS_BACK``
-    turns (to the rewind point the timeline shows for that turn). Then, only if
-    ``tools.admin.aredact`` exists, each of ``quotes`` (a detail of one earlier
-    message each) is redacted, one call per quote.
+    turns (to the rewind point the timeline shows for that turn). Then each of
+    ``quotes`` (a detail of one earlier message each) is redacted with
+    ``tools.admin.aredact``, one call per quote.
     """
     head = await saver.aget_tuple({"configurable": {"thread_id": thread_id}})
     assert head is not None
@@ -319,12 +319,10 @@ async def memory_op_latency(
         await admin.arewind(saver, thread_id, head_id)
     result: dict[str, Any] = {name: summarize(values) for name, values in timings.items()}
     result["timeline_entries"] = shown
-    redact = getattr(admin, "aredact", None)
-    if redact is not None:
-        redacts: list[float] = []
-        for quote in quotes:
-            await timed(redact(saver, thread_id, [quote]), redacts)
-        result["redact"] = summarize(redacts)
+    redacts: list[float] = []
+    for quote in quotes:
+        await timed(admin.aredact(saver, thread_id, [quote]), redacts)
+    result["redact"] = summarize(redacts)
     return result
 
 
