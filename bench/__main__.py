@@ -1,9 +1,10 @@
-"""``python -m bench``: memagent against stock langgraph, every measurement in one run.
+"""``python -m bench``: memagent against stock langgraph, every measurement, several runs.
 
-Creates a fresh database, measures turn latency, memory operations and storage
-against thread length, throughput with many threads and the chat's cold start, checks
-the ``DeltaChannel`` prototype against the forget/rewind contract, then prints a table
-and writes ``bench/results/latest.json`` and ``latest.png``. See ``bench/README.md``.
+Each run gives every contender a fresh database, measures turn latency, memory
+operations and storage against thread length, where a long thread's turn spends its
+time, throughput with many threads and the chat's cold start, and drops the databases.
+Then it prints the tables (median over the runs and their range) and writes
+``bench/results/latest.json`` and ``latest.png``. See ``bench/README.md``.
 """
 
 from __future__ import annotations
@@ -16,51 +17,50 @@ import platform
 import sys
 import tempfile
 import time
+import uuid
 from dataclasses import asdict
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from agent.checkpointer import open_saver
 from bench.coldstart import cold_start
-from bench.db import BenchDatabase, fresh_database
-from bench.delta import contract_checks
+from bench.db import BenchServer, bench_server
 from bench.report import plot, render, write_json
-from bench.workloads import bench_settings, length_sweep, open_contenders, throughput, warm_up
+from bench.workloads import length_sweep, open_contenders, throughput, turn_phases, warm_up
 
 RESULTS_DIR = Path(__file__).parent / "results"
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    """The command line; ``--quick`` swaps in sizes that finish in about a minute."""
+    """The command line; ``--quick`` swaps in sizes that finish in well under a minute."""
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
+    parser.add_argument("--quick", action="store_true", help="small sizes and one run")
+    parser.add_argument("--runs", type=int, help="repetitions of everything (default 3)")
     parser.add_argument("--lengths", type=_ints, help="thread lengths (default 10,100,1000)")
     parser.add_argument("--samples", type=int, help="timed turns per length (default 30)")
     parser.add_argument("--op-rounds", type=int, help="forget/rewind/timeline rounds (30)")
+    parser.add_argument("--redact-rounds", type=int, help="redacts per length (5)")
     parser.add_argument("--message-chars", type=int, default=200, help="user message size")
     parser.add_argument("--threads", type=int, default=50, help="concurrent threads")
-    parser.add_argument("--turns-per-thread", type=int, help="throughput turns each (10)")
+    parser.add_argument("--turns-per-thread", type=int, default=5, help="throughput turns each")
     parser.add_argument("--cold-runs", type=int, help="cold start launches per case (5)")
-    parser.add_argument(
-        "--delta-frequency", type=_ints, default=[500], help="DeltaChannel snapshot frequencies"
-    )
     parser.add_argument(
         "--database-url",
         default=os.environ.get("DATABASE_URL") or None,
-        help="server to create the run's database on (default: DATABASE_URL, else embedded)",
+        help="server to create the run's databases on (default: DATABASE_URL, else embedded)",
     )
     parser.add_argument("--no-cold-start", action="store_true", help="skip the cold start")
     parser.add_argument("--out", type=Path, default=RESULTS_DIR, help="results directory")
-    parser.add_argument("--render", type=Path, help="only print the table of a saved JSON")
+    parser.add_argument("--render", type=Path, help="only print the tables of a saved JSON")
     args = parser.parse_args(argv)
     quick = args.quick
-    args.lengths = args.lengths or ([10, 50, 200] if quick else [10, 100, 1000])
-    args.samples = args.samples or (10 if quick else 30)
-    args.op_rounds = args.op_rounds or (5 if quick else 30)
-    args.turns_per_thread = args.turns_per_thread or (3 if quick else 10)
-    args.cold_runs = args.cold_runs or (2 if quick else 5)
+    args.runs = args.runs or (1 if quick else 3)
+    args.lengths = args.lengths or ([10, 100] if quick else [10, 100, 1000])
+    args.samples = args.samples or (5 if quick else 30)
+    args.op_rounds = args.op_rounds or (3 if quick else 30)
+    args.redact_rounds = args.redact_rounds or (2 if quick else 5)
+    args.cold_runs = args.cold_runs or (1 if quick else 5)
     return args
 
 
@@ -73,36 +73,51 @@ def progress(message: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
-async def measure(db: BenchDatabase, home: Path, args: argparse.Namespace) -> dict[str, Any]:
-    """Sections 1-4 and the prototype's contract checks, on one event loop."""
-    results: dict[str, Any] = {}
-    async with open_contenders(db.url, home, delta_frequencies=args.delta_frequency) as contenders:
-        results["labels"] = {c.key: c.label for c in contenders}
+async def measure_run(
+    server: BenchServer, home: Path, args: argparse.Namespace
+) -> tuple[dict[str, str], dict[str, Any]]:
+    """One run of every measurement, on one event loop, each contender in its database.
+
+    Returns:
+        The contenders' labels by key, and the run's measurements.
+    """
+    run: dict[str, Any] = {}
+    async with open_contenders(server, home) as contenders:
+        labels = {c.key: c.label for c in contenders}
         progress(f"warming up {len(contenders)} contenders")
         await warm_up(contenders)
         progress(f"length sweep {args.lengths}, {args.samples} samples per length")
+        threads = {c.key: f"{c.key}-main-{uuid.uuid4()}" for c in contenders}
         sweep = await length_sweep(
             contenders,
+            threads,
             args.lengths,
             samples=args.samples,
             chars=args.message_chars,
             op_rounds=args.op_rounds,
+            redact_rounds=args.redact_rounds,
             progress=progress,
         )
-        results["sweep"] = asdict(sweep)
-        results["throughput"] = {}
+        run["sweep"] = asdict(sweep)
+        progress(f"where a turn's time goes at {sweep.turns_done} turns")
+        memagent = next(c for c in contenders if c.saver is not None)
+        run["phases"] = await turn_phases(
+            memagent, threads[memagent.key], sweep.turns_done, args.samples, args.message_chars
+        )
+        run["throughput"] = {}
         for contender in contenders:
             progress(f"throughput: {contender.label}")
-            results["throughput"][contender.key] = await throughput(
+            run["throughput"][contender.key] = await throughput(
                 contender,
                 threads=args.threads,
                 turns_each=args.turns_per_thread,
                 chars=args.message_chars,
             )
-    progress("DeltaChannel prototype: forget/rewind contract checks")
-    async with open_saver(bench_settings(db.url, home), database_url=db.url) as saver:
-        results["delta_checks"] = await contract_checks(saver)
-    return results
+    if not args.no_cold_start:
+        progress("cold start")
+        async with server.database("coldstart") as url:
+            run["cold_start"] = await asyncio.to_thread(cold_start, url, args.cold_runs)
+    return labels, run
 
 
 def machine() -> str:
@@ -120,18 +135,21 @@ def machine() -> str:
     )
 
 
-def run_meta(db: BenchDatabase, args: argparse.Namespace, seconds: float) -> dict[str, Any]:
+def run_meta(server: BenchServer, args: argparse.Namespace, seconds: float) -> dict[str, Any]:
     """Where and how the numbers were taken."""
     packages = ("langgraph", "langgraph-checkpoint", "langgraph-checkpoint-postgres", "psycopg")
     return {
         "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "machine": machine(),
-        "postgres": db.server_label + (" (embedded)" if db.embedded else ""),
+        "postgres": server.label + (" (embedded)" if server.embedded else ""),
+        "databases": server.created,
         "versions": {name: metadata.version(name) for name in packages},
         "message_chars": args.message_chars,
         "samples": args.samples,
         "lengths": args.lengths,
         "op_rounds": args.op_rounds,
+        "redact_rounds": args.redact_rounds,
+        "runs": args.runs,
         "quick": args.quick,
         "seconds": seconds,
     }
@@ -144,16 +162,22 @@ def main(argv: list[str] | None = None) -> int:
         print(render(json.loads(args.render.read_text())))
         return 0
     started = time.perf_counter()
+    runs: list[dict[str, Any]] = []
+    labels: dict[str, str] = {}
     with (
-        fresh_database(args.database_url) as db,
+        bench_server(args.database_url) as server,
         tempfile.TemporaryDirectory(prefix="memagent-bench-") as home,
     ):
-        progress(f"database: {db.server_label}{' (embedded)' if db.embedded else ''}")
-        results = asyncio.run(measure(db, Path(home), args))
-        if not args.no_cold_start:
-            progress("cold start")
-            results["cold_start"] = cold_start(db.url, args.cold_runs)
-        results["meta"] = run_meta(db, args, time.perf_counter() - started)
+        progress(f"server: {server.label}{' (embedded)' if server.embedded else ''}")
+        for number in range(args.runs):
+            progress(f"run {number + 1} of {args.runs}")
+            labels, run = asyncio.run(measure_run(server, Path(home) / f"run{number}", args))
+            runs.append(run)
+        results = {
+            "labels": labels,
+            "runs": runs,
+            "meta": run_meta(server, args, time.perf_counter() - started),
+        }
     name = "quick" if args.quick else "latest"
     write_json(results, args.out / f"{name}.json")
     plotted = plot(results, args.out / f"{name}.png")

@@ -4,8 +4,8 @@ Measured from outside with a real subprocess, because what a user waits for
 (interpreter start, imports, opening the database, setup) happens before any code of
 ours could start a timer. Two situations:
 
-* ``server running``: PostgreSQL is up and the database initialised (the run's own
-  database; with the embedded server, the one this run started);
+* ``server running``: PostgreSQL is up and the database initialised (a fresh
+  database of the run's server, set up by an untimed first launch);
 * ``embedded, server stopped``: no ``DATABASE_URL``; memagent's embedded PostgreSQL
   data directory exists but the server is not running (the first chat of the day),
   so the chat must start it. The one launch that creates the data directory

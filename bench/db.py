@@ -1,61 +1,49 @@
-"""The benchmark's own PostgreSQL database, and what a thread occupies in it.
+"""The benchmark's PostgreSQL: one fresh database per contender, and what a thread occupies.
 
-Each run creates a fresh database (so earlier runs, bloat or cached plans cannot
-colour the numbers) on the server in ``DATABASE_URL``, or on an embedded PostgreSQL
-started in a temporary directory when it is unset, and drops it at the end.
+Every contender gets a database of its own, created for the run and dropped at its
+end, so that earlier runs, bloat or cached plans cannot colour the numbers and one
+contender's migrations (memagent stores langgraph's blobs with lz4, say) never change
+another's tables. The databases live on the server in ``DATABASE_URL``, or on an
+embedded PostgreSQL started in a temporary directory when it is unset.
 """
 
 from __future__ import annotations
 
 import tempfile
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import psycopg
+from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.rows import dict_row
 
-TABLES = ("checkpoints", "checkpoint_blobs", "checkpoint_writes")
+LANGGRAPH_TABLES = ("checkpoints", "checkpoint_blobs", "checkpoint_writes")
+"""The tables every PostgreSQL saver of langgraph writes a thread into."""
 
-# Per table: rows, bytes as stored (``pg_column_size`` of the whole row: values after
-# TOAST compression, without tuple headers or indexes) and the logical payload (the
-# uncompressed serialized values), for one thread.
-THREAD_STORAGE_SQL = """
-SELECT 'checkpoints' AS tbl, count(*) AS row_count,
-       coalesce(sum(pg_column_size(t.*)), 0) AS stored,
-       coalesce(sum(octet_length(t.checkpoint::text) + octet_length(t.metadata::text)), 0)
-           AS logical
-FROM checkpoints t WHERE t.thread_id = %(thread_id)s
-UNION ALL
-SELECT 'checkpoint_blobs', count(*), coalesce(sum(pg_column_size(t.*)), 0),
-       coalesce(sum(octet_length(t.blob)), 0)
-FROM checkpoint_blobs t WHERE t.thread_id = %(thread_id)s
-UNION ALL
-SELECT 'checkpoint_writes', count(*), coalesce(sum(pg_column_size(t.*)), 0),
-       coalesce(sum(octet_length(t.blob)), 0)
-FROM checkpoint_writes t WHERE t.thread_id = %(thread_id)s
+OWN_TABLE_PREFIX = "memagent_"
+"""memagent's own tables; those with a ``thread_id`` column hold part of a thread."""
+
+# Every table of the database's public schema that has a thread_id column: langgraph's
+# three and, whatever memagent's storage adds later, its own ``memagent_*`` ones.
+THREAD_TABLES_SQL = """
+SELECT table_name FROM information_schema.columns
+WHERE table_schema = 'public' AND column_name = 'thread_id'
+  AND (table_name = ANY(%(langgraph)s) OR table_name LIKE %(own)s)
+ORDER BY table_name
 """
 
-
-@dataclass(frozen=True, slots=True)
-class BenchDatabase:
-    """Where the run's data lives.
-
-    Attributes:
-        url: The run's fresh database.
-        server_label: A password-free description of the server, for the report.
-        embedded: Whether the server is the embedded one this run started.
-        embedded_dir: The embedded server's data directory (``None`` otherwise).
-    """
-
-    url: str
-    server_label: str
-    embedded: bool
-    embedded_dir: Path | None = None
+# Per table: the thread's rows and their bytes as stored (``pg_column_size`` of the
+# whole row: values after TOAST compression, without tuple headers or indexes). The
+# table name comes from the catalog query above, quoted as an identifier.
+TABLE_STORAGE_SQL = (
+    "SELECT count(*) AS row_count, coalesce(sum(pg_column_size(t.*)), 0) AS stored "
+    "FROM {table} t WHERE t.thread_id = %(thread_id)s"
+)
 
 
 def with_dbname(url: str, dbname: str) -> str:
@@ -76,57 +64,84 @@ def describe_server(url: str) -> str:
     return f"PostgreSQL {version} at {where}"
 
 
-@contextmanager
-def admin_server(database_url: str | None) -> Iterator[tuple[str, bool, Path | None]]:
-    """The server to create the run's database on: ``database_url`` or an embedded one.
+@dataclass
+class BenchServer:
+    """The server the run's databases are created on.
 
-    Yields:
-        The admin URL, whether it is embedded, and the embedded data directory.
+    Attributes:
+        admin_url: A database of the server to issue ``CREATE/DROP DATABASE`` from.
+        label: A password-free description of the server, for the report.
+        embedded: Whether the server is the embedded one this run started.
+        created: Every database this run created (all dropped by the end of the run).
     """
+
+    admin_url: str
+    label: str
+    embedded: bool
+    created: list[str] = field(default_factory=list)
+
+    @asynccontextmanager
+    async def database(self, purpose: str) -> AsyncIterator[str]:
+        """A new, empty database; dropped, with its connections, on exit.
+
+        Args:
+            purpose: Part of the database's name, so a leftover one says whose it was.
+        """
+        name = f"memagent_bench_{purpose}_{uuid.uuid4().hex[:8]}"
+        async with await psycopg.AsyncConnection.connect(self.admin_url, autocommit=True) as conn:
+            await conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        self.created.append(name)
+        try:
+            yield with_dbname(self.admin_url, name)
+        finally:
+            async with await psycopg.AsyncConnection.connect(
+                self.admin_url, autocommit=True
+            ) as conn:
+                await conn.execute(
+                    sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+                )
+
+
+@contextmanager
+def bench_server(database_url: str | None) -> Iterator[BenchServer]:
+    """The server in ``database_url``, or an embedded one started (and removed) here."""
     if database_url:
-        yield database_url, False, None
+        yield BenchServer(database_url, describe_server(database_url), embedded=False)
         return
     import pgserver  # only the embedded path needs it
 
     with tempfile.TemporaryDirectory(prefix="memagent-bench-") as tmp:
-        data_dir = Path(tmp) / "pgdata"
-        server = pgserver.get_server(data_dir, cleanup_mode="delete")
+        server = pgserver.get_server(Path(tmp) / "pgdata", cleanup_mode="delete")
         try:
-            yield str(server.get_uri()), True, data_dir
+            url = str(server.get_uri())
+            yield BenchServer(url, describe_server(url), embedded=True)
         finally:
             server.cleanup()
 
 
-@contextmanager
-def fresh_database(database_url: str | None) -> Iterator[BenchDatabase]:
-    """A new, empty database for this run, dropped (with its connections) afterwards."""
-    with admin_server(database_url) as (admin_url, embedded, data_dir):
-        name = f"memagent_bench_{uuid.uuid4().hex[:10]}"
-        with psycopg.connect(admin_url, autocommit=True) as conn:
-            conn.execute(f'CREATE DATABASE "{name}"')
-        try:
-            url = with_dbname(admin_url, name)
-            yield BenchDatabase(url, describe_server(url), embedded, data_dir)
-        finally:
-            with psycopg.connect(admin_url, autocommit=True) as conn:
-                conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
 async def thread_storage(url: str, thread_id: str) -> dict[str, dict[str, int]]:
-    """Rows, stored bytes and logical bytes per checkpoint table for one thread.
+    """Rows and stored bytes of one thread in every table that holds part of a thread.
 
-    Uses its own connection so that measuring does not queue behind a saver's pool.
+    The tables are found in the catalog each time (see ``THREAD_TABLES_SQL``), so new
+    storage tables of memagent are counted without changing the bench. Uses its own
+    connection so that measuring does not queue behind a saver's pool.
     """
     async with await psycopg.AsyncConnection.connect(
         url, autocommit=True, row_factory=dict_row
     ) as conn:
-        cur = await conn.execute(THREAD_STORAGE_SQL, {"thread_id": thread_id})
-        rows: list[dict[str, Any]] = await cur.fetchall()
-    return {
-        row["tbl"]: {
-            "rows": int(row["row_count"]),
-            "stored": int(row["stored"]),
-            "logical": int(row["logical"]),
-        }
-        for row in rows
-    }
+        cur = await conn.execute(
+            THREAD_TABLES_SQL,
+            {
+                "langgraph": list(LANGGRAPH_TABLES),
+                "own": OWN_TABLE_PREFIX.replace("_", r"\_") + "%",
+            },
+        )
+        tables = [row["table_name"] for row in await cur.fetchall()]
+        result: dict[str, dict[str, int]] = {}
+        for table in tables:
+            query = sql.SQL(TABLE_STORAGE_SQL).format(table=sql.Identifier(table))
+            cur = await conn.execute(query, {"thread_id": thread_id})
+            row: dict[str, Any] | None = await cur.fetchone()
+            assert row is not None  # an aggregate always returns a row
+            result[table] = {"rows": int(row["row_count"]), "stored": int(row["stored"])}
+    return result

@@ -1,37 +1,113 @@
-"""Turning the measurements into the printed table, the targets, JSON and a PNG plot.
+"""Turning the runs' measurements into the printed tables, the targets, JSON and a plot.
 
-Kept apart from the measuring so the table can be re-rendered from a saved JSON file
+A result holds several runs of every measurement (``results["runs"]``). Every number
+printed is the median over the runs of that run's number, followed by the smallest and
+largest run in brackets when they differ at the printed precision. A ratio is taken
+within each run (both sides measured on the same machine minutes apart) and then
+summarised the same way.
+
+Kept apart from the measuring so the tables can be re-rendered from a saved JSON file
 (``python -m bench --render bench/results/latest.json``) without running anything.
 """
 
 from __future__ import annotations
 
+import functools
 import json
-from collections.abc import Sequence
+import statistics
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 BASELINE = "inmemory"
+"""The latency ratios' baseline."""
+STOCK = "stock_pool"
+"""The storage and throughput ratios' baseline: stock langgraph as users deploy it."""
 MEMAGENT = "memagent"
-TARGET_LATENCY_RATIO = 1.3
+
+TARGET_STORAGE_VS_STOCK = 1 / 20
+TARGET_STORAGE_GROWTH = 11.0
+TARGET_LATENCY_LONG = 1.0
+TARGET_LATENCY_SHORT = 1.5
 TARGET_OPS_GROWTH = 1.2
 TARGET_TIMELINE_MS = 5.0
-TARGET_STORAGE_RATIO = 3.0
+TARGET_THROUGHPUT_VS_STOCK = 1.5
+TARGET_REDACT_MS = 1000.0
+TARGET_REDACT_GROWTH = 2.0
 TARGET_COLD_START_S = 2.0
+
+OPS = (
+    ("timeline", "timeline(20)"),
+    ("forget", "forget"),
+    ("rewind", "rewind, full head -> 5 turns back"),
+    ("redact", "redact of one quote"),
+)
+PHASE_ROWS = (
+    ("turn", "whole turn (ainvoke)"),
+    ("read", "read: aget_tuple, decoding included"),
+    ("decode", "  of which decode: serde.loads_typed"),
+    ("write", "write: aput + aput_writes"),
+    ("encode", "  of which encode: serde.dumps_typed"),
+    ("other", "rest: graph, model, tools"),
+)
+
+Getter = Callable[[dict[str, Any]], float | None]
 
 
 @dataclass(frozen=True, slots=True)
 class Target:
-    """One of the issue's targets, judged on the measured numbers."""
+    """One of the issues' targets, judged on the median over the runs."""
 
     name: str
     met: bool
     detail: str
 
 
-def _ms(value: float | None) -> str:
-    return "-" if value is None else f"{value:.1f}" if value < 100 else f"{value:.0f}"
+@dataclass(frozen=True, slots=True)
+class Spread:
+    """A number over the runs: the median of the runs' values, and their range."""
+
+    median: float
+    low: float
+    high: float
+
+
+def pick(data: Any, *path: Any) -> Any:
+    """``data[path[0]][path[1]]...``, ``None`` if any step is missing.
+
+    Thread lengths are int keys in a fresh result and string keys in a loaded JSON;
+    both are tried.
+    """
+    for key in path:
+        if not isinstance(data, dict):
+            return None
+        data = data.get(key, data.get(str(key)))
+        if data is None:
+            return None
+    return data
+
+
+def over_runs(results: dict[str, Any], get: Getter) -> Spread | None:
+    """``get`` applied to every run; ``None`` if no run has the value."""
+    values = [v for run in results["runs"] if (v := get(run)) is not None]
+    if not values:
+        return None
+    return Spread(statistics.median(values), min(values), max(values))
+
+
+def ratio_getter(top: Getter, bottom: Getter) -> Getter:
+    """A per-run ratio of two per-run values."""
+
+    def get(run: dict[str, Any]) -> float | None:
+        a, b = top(run), bottom(run)
+        return None if a is None or not b else a / b
+
+    return get
+
+
+def _ms(value: float) -> str:
+    return f"{value:.2f}" if value < 10 else f"{value:.1f}" if value < 100 else f"{value:.0f}"
 
 
 def _bytes(value: float) -> str:
@@ -41,13 +117,20 @@ def _bytes(value: float) -> str:
     return f"{value:.0f} B"
 
 
-def _lengths(section: dict[str, dict[Any, Any]]) -> list[int]:
-    return sorted({int(n) for per_length in section.values() for n in per_length})
+def _x(value: float) -> str:
+    return f"{value:.3f}x" if value < 0.1 else f"{value:.2f}x"
 
 
-def _at(per_length: dict[Any, Any], length: int) -> Any:
-    """A value by thread length, whether the keys are ints (fresh) or strings (JSON)."""
-    return per_length.get(length, per_length.get(str(length)))
+def _plain(value: float) -> str:
+    return f"{value:.1f}"
+
+
+def show(spread: Spread | None, unit: Callable[[float], str] = _ms) -> str:
+    """``median [low-high]``, the range left out when it shows nothing."""
+    if spread is None:
+        return "-"
+    median, low, high = unit(spread.median), unit(spread.low), unit(spread.high)
+    return median if low == high else f"{median} [{low}..{high}]"
 
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
@@ -64,224 +147,351 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
     return [top, "-" * len(top), *(line(row) for row in rows)]
 
 
+def lengths_of(results: dict[str, Any], section: str) -> list[int]:
+    """Every thread length a sweep section has, over all runs."""
+    return sorted(
+        {
+            int(n)
+            for run in results["runs"]
+            for per_length in run["sweep"][section].values()
+            for n in per_length
+        }
+    )
+
+
+def keys_of(results: dict[str, Any], section: str) -> list[str]:
+    """The contenders with values in a sweep section, in the labels' order."""
+    present = {
+        key
+        for run in results["runs"]
+        for key, per_length in run["sweep"][section].items()
+        if per_length
+    }
+    return [key for key in results["labels"] if key in present]
+
+
+def at(*path: Any) -> Getter:
+    """The value at ``path`` in a run (see ``pick``)."""
+    return lambda run: pick(run, *path)
+
+
+def latency(key: str, n: int) -> Getter:
+    return lambda run: pick(run, "sweep", "latency", key, n, "median_ms")
+
+
+def stored(key: str, n: int) -> Getter:
+    return lambda run: pick(run, "sweep", "storage", key, n, "stored")
+
+
+def raw_bytes(n: int, what: str) -> Getter:
+    """The conversation's own size at ``n`` turns (``text`` or ``serialized``)."""
+    return lambda run: pick(run, "sweep", "storage", STOCK, n, "raw", what)
+
+
+def op_ms(op: str, n: int) -> Getter:
+    return lambda run: pick(run, "sweep", "ops", MEMAGENT, n, op, "median_ms")
+
+
+def turns_per_s(key: str) -> Getter:
+    return lambda run: pick(run, "throughput", key, "turns_per_s")
+
+
 def latency_rows(results: dict[str, Any]) -> list[str]:
-    """Section 1: turn latency per contender and length, with ratios to InMemorySaver."""
-    latency, labels = results["sweep"]["latency"], results["labels"]
-    lengths = _lengths(latency)
+    """Turn latency per contender and length, and its ratios to both baselines."""
+    labels, lengths = results["labels"], lengths_of(results, "latency")
+    keys = keys_of(results, "latency")
+    lines = _table(
+        ["turn latency, ms (median)", *(f"{n} turns" for n in lengths)],
+        [[labels[k], *(show(over_runs(results, latency(k, n))) for n in lengths)] for k in keys],
+    )
+    for base in (BASELINE, STOCK):
+        rows = [
+            [
+                labels[k],
+                *(
+                    show(over_runs(results, ratio_getter(latency(k, n), latency(base, n))), _x)
+                    for n in lengths
+                ),
+            ]
+            for k in keys
+            if k != base
+        ]
+        header = [f"turn latency ratio vs {labels[base]}", *(f"{n} turns" for n in lengths)]
+        lines += ["", *_table(header, rows)]
+    return lines
+
+
+def phase_rows(results: dict[str, Any]) -> list[str]:
+    """Where a memagent turn's time goes on the longest thread."""
+    length = over_runs(results, at("phases", "length"))
+    if length is None:
+        return ["where a turn's time goes: not measured"]
     rows = []
-    for key, per_length in latency.items():
-        cells = [labels[key]]
-        for n in lengths:
-            stats, base = _at(per_length, n), _at(latency[BASELINE], n)
-            ratio = stats["median_ms"] / base["median_ms"]
-            cells.append(f"{_ms(stats['median_ms'])} / {_ms(stats['p95_ms'])}  {ratio:.2f}x")
-        rows.append(cells)
-    header = ["turn latency, ms: median / p95  ratio", *(f"{n} turns" for n in lengths)]
+    for phase, label in PHASE_ROWS:
+        ms = over_runs(results, at("phases", phase, "median_ms"))
+        share = over_runs(
+            results,
+            ratio_getter(
+                at("phases", phase, "median_ms"),
+                at("phases", "turn", "median_ms"),
+            ),
+        )
+        calls = over_runs(results, at("phases", "calls", phase))
+        rows.append(
+            [
+                label,
+                show(ms),
+                show(share, lambda v: f"{100 * v:.0f}%"),
+                "" if calls is None else show(calls, lambda v: f"{v:.0f}"),
+            ]
+        )
+    header = [
+        f"{results['labels'][MEMAGENT]}: where a turn goes at ~{length.median:.0f} turns",
+        "ms (median)",
+        "share",
+        "calls/turn",
+    ]
     return _table(header, rows)
 
 
 def ops_rows(results: dict[str, Any]) -> list[str]:
-    """Section 2: forget / rewind / timeline latency by length and the 1000/10 growth."""
-    ops, labels = results["sweep"]["ops"], results["labels"]
-    lengths = _lengths(ops)
+    """forget / rewind / timeline / redact latency by length, and their growth."""
+    lengths = lengths_of(results, "ops")
+    if not lengths:
+        return ["memory operations: not measured"]
+    last = lengths[-1]
+    growth = sorted({lengths[0], lengths[-2]} if len(lengths) > 1 else set())
     rows = []
-    for key, per_length in ops.items():
-        if not per_length:
+    for op, label in OPS:
+        if over_runs(results, op_ms(op, last)) is None:  # a saved run without this operation
             continue
-        for op in ("timeline", "forget", "rewind"):
-            cells = [f"{labels[key]}: {op}"]
-            medians = [_at(per_length, n)[op]["median_ms"] for n in lengths]
-            for n, median in zip(lengths, medians, strict=True):
-                cells.append(f"{_ms(median)} / {_ms(_at(per_length, n)[op]['p95_ms'])}")
-            cells.append(f"{medians[-1] / medians[0]:.2f}x")
-            rows.append(cells)
-    growth = f"{lengths[-1]}/{lengths[0]}" if lengths else "growth"
-    header = ["memory ops, ms: median / p95", *(f"{n} turns" for n in lengths), growth]
+        rows.append(
+            [
+                label,
+                *(show(over_runs(results, op_ms(op, n))) for n in lengths),
+                *(
+                    show(over_runs(results, ratio_getter(op_ms(op, last), op_ms(op, base))), _x)
+                    for base in growth
+                ),
+            ]
+        )
+    header = [
+        f"{results['labels'][MEMAGENT]} via tools.admin, ms (median)",
+        *(f"{n} turns" for n in lengths),
+        *(f"{last}/{base}" for base in growth),
+    ]
     return _table(header, rows)
 
 
 def storage_rows(results: dict[str, Any]) -> list[str]:
-    """Section 3: bytes stored per thread against the conversation's own bytes."""
-    storage, labels = results["sweep"]["storage"], results["labels"]
-    lengths = _lengths(storage)
+    """Bytes stored per thread, against stock langgraph's and the conversation's own."""
+    labels, lengths = results["labels"], lengths_of(results, "storage")
+    keys = keys_of(results, "storage")
+    if not lengths:
+        return ["storage: not measured"]
+    last, prev = lengths[-1], lengths[-2] if len(lengths) > 1 else lengths[-1]
     rows = []
-    some: dict[Any, Any] = {}
-    for key, per_length in storage.items():
-        if not per_length:
-            continue
-        some = per_length
-        cells = [f"{labels[key]} (stored)"]
+    for key in keys:
+        cells = [labels[key]]
         for n in lengths:
-            s = _at(per_length, n)
-            cells.append(f"{_bytes(s['stored'])}  {s['stored'] / s['raw']['text']:.1f}x")
-        rows.append(cells)
-        cells = [f"{labels[key]} (uncompressed)"]
-        for n in lengths:
-            s = _at(per_length, n)
-            cells.append(f"{_bytes(s['logical'])}  {s['logical'] / s['raw']['text']:.1f}x")
-        rows.append(cells)
-    if some:
-        rows.append(
-            ["message text itself", *(_bytes(_at(some, n)["raw"]["text"]) for n in lengths)]
-        )
-        rows.append(
-            [
-                "messages serialized once",
-                *(_bytes(_at(some, n)["raw"]["serialized"]) for n in lengths),
-            ]
-        )
-    header = ["storage per thread  (x message text)", *(f"{n} turns" for n in lengths)]
-    return _table(header, rows)
+            vs_stock = over_runs(results, ratio_getter(stored(key, n), stored(STOCK, n)))
+            cells.append(
+                f"{show(over_runs(results, stored(key, n)), _bytes)}  {show(vs_stock, _x)}"
+            )
+        growth = over_runs(results, ratio_getter(stored(key, last), stored(key, prev)))
+        rows.append([*cells, show(growth, _x)])
+    for what, label in (
+        ("text", "message text itself"),
+        ("serialized", "messages serialized once"),
+    ):
+        raw = [over_runs(results, raw_bytes(n, what)) for n in lengths]
+        rows.append([label, *(show(value, _bytes) for value in raw), ""])
+    header = [
+        f"stored bytes per thread  (x {labels[STOCK]})",
+        *(f"{n} turns" for n in lengths),
+        f"{last}/{prev}",
+    ]
+    lines = _table(header, rows)
+    per_table = []
+    for key in keys:
+        tables = pick(results["runs"][0], "sweep", "storage", key, last, "tables") or {}
+        for table, size in tables.items():
+            per_table.append([f"{labels[key]}: {table}", str(size["rows"]), _bytes(size["stored"])])
+    if per_table:
+        lines += [
+            "",
+            *_table([f"per table at {last} turns (first run)", "rows", "stored"], per_table),
+        ]
+    return lines
 
 
 def throughput_rows(results: dict[str, Any]) -> list[str]:
-    """Section 4: turns per second with many threads at once."""
+    """Turns per second with many threads at once."""
+    labels = results["labels"]
+    first = pick(results["runs"][0], "throughput") or {}
+    if not first:
+        return ["throughput: not measured"]
+    some = next(iter(first.values()))
     rows = []
-    for key, tp in results["throughput"].items():
-        base = results["throughput"][BASELINE]["turns_per_s"]
+    for key in labels:
+        if key not in first:
+            continue
         rows.append(
             [
-                results["labels"][key],
-                f"{tp['turns_per_s']:.1f}",
-                f"{tp['turns_per_s'] / base:.2f}x",
-                f"{tp['seconds']:.1f}",
+                labels[key],
+                show(over_runs(results, turns_per_s(key)), _plain),
+                show(over_runs(results, ratio_getter(turns_per_s(key), turns_per_s(STOCK))), _x),
+                show(over_runs(results, ratio_getter(turns_per_s(key), turns_per_s(BASELINE))), _x),
             ]
         )
-    first = next(iter(results["throughput"].values()), {"threads": 0, "turns": 0})
     header = [
-        f"throughput, {first['threads']} threads, {first['turns']} turns",
+        f"throughput: {some['threads']} threads x {some['turns'] // some['threads']} turns",
         "turns/s",
-        "ratio",
-        "wall s",
+        f"x {labels[STOCK]}",
+        f"x {labels[BASELINE]}",
     ]
     return _table(header, rows)
 
 
 def cold_start_rows(results: dict[str, Any]) -> list[str]:
-    """Section 5: time from launching the chat to its prompt."""
-    cold = results.get("cold_start")
-    if not cold:
+    """Time from launching the chat to its prompt."""
+    command = next(
+        (c for run in results["runs"] if (c := pick(run, "cold_start", "command"))), None
+    )
+    if command is None:
         return ["cold start: not measured"]
     rows = []
     for key, label in (
         ("server_running", "PostgreSQL running, database set up"),
         ("embedded_stopped", "embedded PostgreSQL, server stopped"),
     ):
-        if key in cold:
-            s = cold[key]
-            rows.append([label, f"{s['median_s']:.2f}", f"{s['max_s']:.2f}", str(s["runs"])])
-    if "embedded_first_launch_s" in cold:
-        rows.append(
-            [
-                "embedded, very first launch (initdb)",
-                f"{cold['embedded_first_launch_s']:.2f}",
-                "",
-                "1",
-            ]
-        )
-    return _table([f"cold start: `{cold['command']}` to prompt", "median s", "max s", "runs"], rows)
+        median = over_runs(results, at("cold_start", key, "median_s"))
+        worst = over_runs(results, at("cold_start", key, "max_s"))
+        if median is not None and worst is not None:
+            rows.append([label, show(median, _s), _s(worst.high)])
+    first = over_runs(results, at("cold_start", "embedded_first_launch_s"))
+    if first is not None:
+        rows.append(["embedded, very first launch (initdb)", show(first, _s), _s(first.high)])
+    return _table([f"cold start: `{command}` to prompt", "median s", "max s"], rows)
 
 
-def delta_check_rows(results: dict[str, Any]) -> list[str]:
-    """The DeltaChannel prototype: which contract promises hold in each variant."""
-    checks = results.get("delta_checks") or {}
-    if not checks:
-        return []
-    variants = list(checks)
-    names = list(next(iter(checks.values()))["results"])
-    rows = [
-        [name, *("ok" if checks[v]["results"][name] else "FAIL" for v in variants)]
-        for name in names
-    ]
-    return _table(["forget/rewind contract", *variants], rows)
+def _s(value: float) -> str:
+    return f"{value:.2f}"
 
 
 def judge(results: dict[str, Any]) -> list[Target]:
-    """The issue's targets, met or not, with the numbers that decide."""
+    """The issues' targets, met or not, on the median over the runs."""
     targets: list[Target] = []
-    sweep = results["sweep"]
-    latency = sweep["latency"]
-    lengths = _lengths(latency)
-    if MEMAGENT in latency and BASELINE in latency:
-        ratios = [
-            _at(latency[MEMAGENT], n)["median_ms"] / _at(latency[BASELINE], n)["median_ms"]
-            for n in lengths
-        ]
-        targets.append(
-            Target(
-                f"turn latency, memagent saver <= {TARGET_LATENCY_RATIO}x InMemorySaver (median)",
-                all(r <= TARGET_LATENCY_RATIO for r in ratios),
-                ", ".join(f"{n}: {r:.2f}x" for n, r in zip(lengths, ratios, strict=True)),
-            )
+    labels = results["labels"]
+
+    def add(
+        name: str,
+        spread: Spread | None,
+        limit: float,
+        unit: Callable[[float], str],
+        suffix: str = "",
+    ) -> None:
+        if spread is not None:
+            targets.append(Target(name, spread.median <= limit, show(spread, unit) + suffix))
+
+    lengths = lengths_of(results, "storage")
+    if lengths and MEMAGENT in results["labels"]:
+        last, prev = lengths[-1], lengths[-2] if len(lengths) > 1 else lengths[-1]
+        add(
+            f"stored bytes at {last} turns <= 1/20 of {labels[STOCK]}'s",
+            over_runs(results, ratio_getter(stored(MEMAGENT, last), stored(STOCK, last))),
+            TARGET_STORAGE_VS_STOCK,
+            _x,
         )
-    ops = sweep["ops"].get(MEMAGENT) or {}
-    op_lengths = sorted(int(n) for n in ops)
-    if len(op_lengths) >= 2:
-        lo, hi = op_lengths[0], op_lengths[-1]
-        for op in ("forget", "rewind", "timeline"):
-            a, b = _at(ops, lo)[op]["median_ms"], _at(ops, hi)[op]["median_ms"]
-            detail = f"{_ms(a)} ms -> {_ms(b)} ms = {b / a:.2f}x"
-            if len(op_lengths) >= 3:
-                mid = op_lengths[-2]
-                m = _at(ops, mid)[op]["median_ms"]
-                detail += f" ({mid} -> {hi}: {b / m:.2f}x)"
+        if prev != last:
+            add(
+                f"storage growth {prev} -> {last} turns <= {TARGET_STORAGE_GROWTH:.0f}x",
+                over_runs(results, ratio_getter(stored(MEMAGENT, last), stored(MEMAGENT, prev))),
+                TARGET_STORAGE_GROWTH,
+                _x,
+            )
+    lengths = lengths_of(results, "latency")
+    if lengths:
+        for n, limit in ((lengths[-1], TARGET_LATENCY_LONG), (lengths[0], TARGET_LATENCY_SHORT)):
+            add(
+                f"turn latency at {n} turns <= {limit}x {labels[BASELINE]}",
+                over_runs(results, ratio_getter(latency(MEMAGENT, n), latency(BASELINE, n))),
+                limit,
+                _x,
+            )
+    lengths = lengths_of(results, "ops")
+    if len(lengths) > 1:
+        first, last, prev = lengths[0], lengths[-1], lengths[-2]
+        for op in ("forget", "rewind"):
+            add(
+                f"{op} at {last} turns <= {TARGET_OPS_GROWTH}x at {first} turns",
+                over_runs(results, ratio_getter(op_ms(op, last), op_ms(op, first))),
+                TARGET_OPS_GROWTH,
+                _x,
+            )
+        worst = over_runs(
+            results,
+            lambda run: max(
+                (v for n in lengths if (v := op_ms("timeline", n)(run)) is not None), default=None
+            ),
+        )
+        add(
+            f"timeline(20) <= {TARGET_TIMELINE_MS:.0f} ms at every length",
+            worst,
+            TARGET_TIMELINE_MS,
+            _ms,
+            " ms",
+        )
+        add(
+            f"redact at {last} turns <= 1 s",
+            over_runs(results, op_ms("redact", last)),
+            TARGET_REDACT_MS,
+            _ms,
+            " ms",
+        )
+        add(
+            f"redact at {last} turns <= {TARGET_REDACT_GROWTH:.0f}x at {prev} turns",
+            over_runs(results, ratio_getter(op_ms("redact", last), op_ms("redact", prev))),
+            TARGET_REDACT_GROWTH,
+            _x,
+        )
+    if pick(results["runs"][0], "throughput", MEMAGENT):
+        spread = over_runs(results, ratio_getter(turns_per_s(MEMAGENT), turns_per_s(STOCK)))
+        if spread is not None:
             targets.append(
                 Target(
-                    f"{op} at {hi} turns <= {TARGET_OPS_GROWTH}x at {lo} turns",
-                    b / a <= TARGET_OPS_GROWTH,
-                    detail,
+                    f"throughput >= {TARGET_THROUGHPUT_VS_STOCK}x {labels[STOCK]}",
+                    spread.median >= TARGET_THROUGHPUT_VS_STOCK,
+                    show(spread, _x),
                 )
             )
-        worst = max(_at(ops, n)["timeline"]["median_ms"] for n in op_lengths)
-        targets.append(
-            Target(
-                f"timeline of 20 entries <= {TARGET_TIMELINE_MS:.0f} ms (median, every length)",
-                worst <= TARGET_TIMELINE_MS,
-                f"worst median {_ms(worst)} ms",
-            )
-        )
-    for key, per_length in sweep["storage"].items():
-        if key != MEMAGENT and not key.startswith("delta"):
-            continue
-        if not per_length:
-            continue
-        n = max(int(k) for k in per_length)
-        s = _at(per_length, n)
-        ratio = s["stored"] / s["raw"]["text"]
-        targets.append(
-            Target(
-                f"storage at {n} turns <= {TARGET_STORAGE_RATIO:.0f}x message text "
-                f"({results['labels'][key]})",
-                ratio <= TARGET_STORAGE_RATIO,
-                f"{_bytes(s['stored'])} vs {_bytes(s['raw']['text'])} = {ratio:.1f}x "
-                f"({s['stored'] / s['raw']['serialized']:.1f}x the messages serialized once)",
-            )
-        )
-    cold = results.get("cold_start") or {}
     for key in ("server_running", "embedded_stopped"):
-        if key in cold:
-            median = cold[key]["median_s"]
-            targets.append(
-                Target(
-                    f"cold start <= {TARGET_COLD_START_S:.0f} s ({key.replace('_', ' ')})",
-                    median <= TARGET_COLD_START_S,
-                    f"median {median:.2f} s, max {cold[key]['max_s']:.2f} s",
-                )
-            )
+        add(
+            f"cold start <= {TARGET_COLD_START_S:.0f} s ({key.replace('_', ' ')})",
+            over_runs(results, at("cold_start", key, "median_s")),
+            TARGET_COLD_START_S,
+            _s,
+            " s",
+        )
     return targets
 
 
 def render(results: dict[str, Any]) -> str:
     """The whole printed report."""
     meta = results["meta"]
+    runs = len(results["runs"])
     lines = [
         f"memagent benchmarks  {meta['date']}  {meta['machine']}",
         f"{meta['postgres']}; langgraph {meta['versions']['langgraph']}, "
         f"langgraph-checkpoint-postgres {meta['versions']['langgraph-checkpoint-postgres']}; "
         f"offline model, user messages ~{meta['message_chars']} chars; "
         f"{meta['samples']} samples per length; run took {meta['seconds']:.0f} s",
+        f"{runs} run{'s' if runs > 1 else ''}: each number is the median over the runs "
+        "[lowest..highest run] of that run's value (a latency: its median turn)",
         "",
         *latency_rows(results),
+        "",
+        *phase_rows(results),
         "",
         *ops_rows(results),
         "",
@@ -290,8 +500,6 @@ def render(results: dict[str, Any]) -> str:
         *throughput_rows(results),
         "",
         *cold_start_rows(results),
-        "",
-        *delta_check_rows(results),
         "",
         "targets:",
     ]
@@ -310,6 +518,8 @@ def write_json(results: dict[str, Any], path: Path) -> None:
 def plot(results: dict[str, Any], path: Path) -> bool:
     """Latency, memory operations and storage against thread length, as one PNG.
 
+    Each point is the median over the runs; the bars span the lowest and highest run.
+
     Returns:
         Whether a plot was written (matplotlib is an optional dependency).
     """
@@ -320,57 +530,55 @@ def plot(results: dict[str, Any], path: Path) -> bool:
         import matplotlib.pyplot as plt
     except ImportError:
         return False
-    sweep, labels = results["sweep"], results["labels"]
+    labels = results["labels"]
     color = {key: f"C{i}" for i, key in enumerate(labels)}  # one colour per contender
     fig, (ax1, ax2, ax3) = plt.subplots(1, 3, figsize=(17, 5.2))
-    for key, per_length in sweep["latency"].items():
-        lengths = sorted(int(n) for n in per_length)
-        ax1.plot(
+
+    def line(ax: Any, lengths: list[int], get: Callable[[int], Getter], **style: Any) -> None:
+        points = [(n, s) for n in lengths if (s := over_runs(results, get(n))) is not None]
+        if not points:
+            return
+        xs = [n for n, _ in points]
+        ys = [s.median for _, s in points]
+        errors = [[s.median - s.low for _, s in points], [s.high - s.median for _, s in points]]
+        ax.errorbar(xs, ys, yerr=errors, capsize=3, **style)
+
+    lengths = lengths_of(results, "latency")
+    for key in keys_of(results, "latency"):
+        line(
+            ax1,
             lengths,
-            [_at(per_length, n)["median_ms"] for n in lengths],
-            "o-",
+            functools.partial(latency, key),
+            fmt="o-",
             color=color[key],
             label=labels[key],
         )
-    ax1.set(ylabel="ms (median)", title="Turn latency")
-    for key, per_length in sweep["ops"].items():
-        lengths = sorted(int(n) for n in per_length)
-        if not lengths:
-            continue
-        for op, style in (("forget", "o-"), ("rewind", "s--"), ("timeline", "^:")):
-            ax2.plot(
-                lengths,
-                [_at(per_length, n)[op]["median_ms"] for n in lengths],
-                style,
-                color=color[key],
-                label=f"{labels[key]}: {op}",
-            )
+    ax1.set(ylabel="ms (median turn)", title="Turn latency")
+    lengths = lengths_of(results, "ops")
+    for op, style in (("forget", "o-"), ("rewind", "s--"), ("timeline", "^:"), ("redact", "d-.")):
+        line(ax2, lengths, functools.partial(op_ms, op), fmt=style, color=color[MEMAGENT], label=op)
     ax2.axhline(TARGET_TIMELINE_MS, color="grey", lw=0.8, ls=":", label="timeline target (5 ms)")
-    ax2.set(ylabel="ms (median)", title="forget / rewind / timeline(20)")
-    text_plotted = False
-    for key, per_length in sweep["storage"].items():
-        lengths = sorted(int(n) for n in per_length)
-        if not lengths:
-            continue
-        ax3.plot(
+    ax2.set(ylabel="ms (median)", title=f"{labels[MEMAGENT]}: tools.admin operations")
+    lengths = lengths_of(results, "storage")
+    for key in keys_of(results, "storage"):
+        line(
+            ax3,
             lengths,
-            [_at(per_length, n)["stored"] for n in lengths],
-            "o-",
+            functools.partial(stored, key),
+            fmt="o-",
             color=color[key],
             label=labels[key],
         )
-        if not text_plotted:
-            text = [_at(per_length, n)["raw"]["text"] for n in lengths]
-            ax3.plot(lengths, text, "k--", label="message text")
-            ax3.plot(lengths, [3 * t for t in text], "k:", label="3x message text (target)")
-            text_plotted = True
+    line(ax3, lengths, functools.partial(raw_bytes, what="text"), fmt="k--", label="message text")
     ax3.set(ylabel="bytes stored", title="Storage per thread (PostgreSQL)")
     for ax in (ax1, ax2, ax3):
         ax.set(xscale="log", yscale="log", xlabel="thread length (turns)")
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=7)
+    meta = results["meta"]
     fig.suptitle(
-        f"memagent vs stock langgraph — {results['meta']['date']}, {results['meta']['machine']}"
+        f"memagent vs stock langgraph — {meta['date']}, {meta['machine']}, "
+        f"{len(results['runs'])} run(s), median and range"
     )
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)

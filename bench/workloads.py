@@ -1,16 +1,18 @@
 """The workloads: who is measured (contenders) and each measurement as one function.
 
-Every contender runs the very same graph shape with the same offline model, so the
-only difference between them is where and how the checkpoints go:
+Every contender runs the very same graph (``agent.graph.make_graph``) with the same
+offline model on the same conversation, each in a PostgreSQL database of its own, so
+the only difference between them is where and how the checkpoints go:
 
-* ``inmemory``: langgraph's ``InMemorySaver`` (the baseline of the ratios);
-* ``stock_pg``: langgraph's ``AsyncPostgresSaver`` on one connection;
-* ``memagent``: memagent's saver from ``open_saver`` (pool, strict serializer,
-  memory metadata), driven exactly like the two above;
-* ``memagent_chat``: the same saver through ``ChatSession.send`` (validation, thread
-  lease, streaming), which is what ``memagent chat`` does per turn;
-* ``delta_<K>``: memagent's saver with the ``DeltaChannel`` prototype
-  (``bench.delta``, proposed variant) snapshotting every K message updates.
+* ``inmemory``: langgraph's ``InMemorySaver`` (the baseline of the latency ratios);
+* ``stock_pool``: langgraph's ``AsyncPostgresSaver`` on a ``psycopg_pool`` pool of
+  memagent's size, as langgraph's documentation deploys it (the baseline of the
+  storage and throughput ratios);
+* ``stock_conn``: the same saver on one connection (``from_conn_string``);
+* ``memagent``: memagent's saver from ``open_saver``, driven with ``ainvoke`` like the
+  three above; the memory operations are measured on it, through ``tools.admin``;
+* ``memagent_chat``: memagent's saver through ``ChatSession.send`` (checks, thread
+  lease, streamed reply), which is what ``memagent chat`` does per turn.
 """
 
 from __future__ import annotations
@@ -21,25 +23,30 @@ import statistics
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from langchain_core.messages import BaseMessage, HumanMessage
-from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
 from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
+from langgraph.graph.state import CompiledStateGraph
+from psycopg import AsyncConnection
+from psycopg.rows import DictRow, dict_row
+from psycopg_pool import AsyncConnectionPool
 
-from agent.checkpointer import open_saver
+from agent.checkpointer import MemagentSaver, open_saver
 from agent.graph import make_graph
 from agent.model import OfflineChatModel
-from agent.operations import root_config
 from agent.session import ChatSession
 from agent.settings import Settings
-from bench.db import thread_storage
-from bench.delta import Graph, MemoryOps, delta_ops, offline_delta_graph, stock_ops
+from bench.db import BenchServer, thread_storage
+from bench.phases import PHASES, instrumented
+from tools import admin
+
+Graph = CompiledStateGraph[Any, Any, Any, Any]
 
 # Words the offline model treats as plain chat: none of them triggers a memory tool
 # ("forget", "rewind", "timeline", ...) or a recall answer ("remember", "what is my").
@@ -51,17 +58,26 @@ VOCABULARY = (
 )
 WORDS = tuple(VOCABULARY.split())
 
+REWIND_TURNS_BACK = 5
+"""The rewind measured goes from the full head to the conversation this many turns ago."""
+
 
 def user_text(index: int, chars: int) -> str:
     """A deterministic, ordinary user message of about ``chars`` characters.
 
-    Seeded by ``index`` so every contender gets the same conversation.
+    Seeded by ``index`` so every contender gets the same conversation. It starts with
+    ``(index)``, so its first words are a quote found in this message only.
     """
     rng = random.Random(index)
     words = [f"({index})"]
     while sum(len(w) + 1 for w in words) < chars:
         words.append(rng.choice(WORDS))
     return " ".join(words)
+
+
+def quote_of(index: int, chars: int) -> str:
+    """A detail of message ``index`` to redact: its first three words, unique to it."""
+    return " ".join(user_text(index, chars).split()[:3])
 
 
 def summarize(seconds: Sequence[float]) -> dict[str, Any]:
@@ -87,8 +103,9 @@ class Contender:
         label: Human name used in the table.
         graph: The compiled graph (its checkpointer holds the threads).
         turn: ``(thread_id, text)``: runs one turn to completion.
-        storage_url: The database to measure storage in; ``None`` for in-memory.
-        ops: Forget/rewind/timeline for this contender, if measured.
+        storage_url: The contender's own database; ``None`` for in-memory.
+        saver: memagent's saver, for the memory operations and the time breakdown;
+            ``None`` where they are not measured.
     """
 
     key: str
@@ -96,7 +113,7 @@ class Contender:
     graph: Graph
     turn: Callable[[str, str], Awaitable[None]]
     storage_url: str | None = None
-    ops: MemoryOps | None = None
+    saver: MemagentSaver | None = None
 
 
 def graph_turn(graph: Graph) -> Callable[[str, str], Awaitable[None]]:
@@ -126,55 +143,73 @@ def bench_settings(url: str, home: Path) -> Settings:
     )
 
 
+async def stock_pool_saver(stack: AsyncExitStack, url: str, pool_size: int) -> AsyncPostgresSaver:
+    """langgraph's saver on a pool, the way langgraph's documentation sets it up."""
+    pool: AsyncConnectionPool[AsyncConnection[DictRow]] = AsyncConnectionPool(
+        url,
+        max_size=pool_size,
+        kwargs={"autocommit": True, "prepare_threshold": 0, "row_factory": dict_row},
+        open=False,
+    )
+    await pool.open(wait=True)
+    stack.push_async_callback(pool.close)
+    saver = AsyncPostgresSaver(pool)
+    await saver.setup()
+    return saver
+
+
 @asynccontextmanager
-async def open_contenders(
-    url: str, home: Path, *, delta_frequencies: Sequence[int] = ()
-) -> AsyncIterator[list[Contender]]:
-    """Opens every contender on the run's database; closes their connections on exit."""
-    async with (
-        open_saver(bench_settings(url, home), database_url=url) as saver,
-        AsyncPostgresSaver.from_conn_string(url) as stock,
-    ):
-        await stock.setup()  # memagent's setup already made the tables: a no-op check
-        model = OfflineChatModel()
-        inmemory = make_graph(model, checkpointer=InMemorySaver())
-        stock_graph = make_graph(model, checkpointer=stock)
-        memagent_graph = make_graph(model, checkpointer=saver)
-        session = ChatSession(graph=memagent_graph, saver=saver)
-        contenders = [
-            Contender("inmemory", "InMemorySaver", inmemory, graph_turn(inmemory)),
-            Contender(
-                "stock_pg",
-                "AsyncPostgresSaver (1 conn)",
-                stock_graph,
-                graph_turn(stock_graph),
-                storage_url=url,
-            ),
-            Contender(
-                "memagent",
-                "memagent saver",
-                memagent_graph,
-                graph_turn(memagent_graph),
-                storage_url=url,
-                ops=stock_ops(memagent_graph),
-            ),
-            Contender(
-                "memagent_chat", "memagent ChatSession", memagent_graph, session_turn(session)
-            ),
-        ]
-        for frequency in delta_frequencies:
-            delta = offline_delta_graph(saver, frequency, "proposed")
-            contenders.append(
-                Contender(
-                    f"delta_{frequency}",
-                    f"memagent + DeltaChannel({frequency})",
-                    delta,
-                    graph_turn(delta),
-                    storage_url=url,
-                    ops=delta_ops(delta, "proposed"),
-                )
-            )
-        yield contenders
+async def open_contenders(server: BenchServer, home: Path) -> AsyncIterator[list[Contender]]:
+    """Opens every contender, each on a fresh database; closes and drops them on exit."""
+    model = OfflineChatModel()
+    async with AsyncExitStack() as stack:
+
+        async def database(key: str) -> str:
+            return await stack.enter_async_context(server.database(key))
+
+        url = await database("memagent")
+        settings = bench_settings(url, home / "memagent")
+        saver = await stack.enter_async_context(open_saver(settings, database_url=url))
+        graph = make_graph(model, checkpointer=saver)
+        memagent = Contender(
+            "memagent", "memagent saver", graph, graph_turn(graph), storage_url=url, saver=saver
+        )
+        url = await database("chat")
+        chat_saver = await stack.enter_async_context(
+            open_saver(bench_settings(url, home / "chat"), database_url=url)
+        )
+        session = ChatSession(graph=make_graph(model, checkpointer=chat_saver), saver=chat_saver)
+        chat = Contender(
+            "memagent_chat",
+            "memagent ChatSession",
+            session.graph,
+            session_turn(session),
+            storage_url=url,
+        )
+        url = await database("stock_pool")
+        pool_saver = await stock_pool_saver(stack, url, settings.pool_max_size)
+        graph = make_graph(model, checkpointer=pool_saver)
+        stock_pool = Contender(
+            "stock_pool",
+            f"AsyncPostgresSaver (pool of {settings.pool_max_size})",
+            graph,
+            graph_turn(graph),
+            storage_url=url,
+        )
+        url = await database("stock_conn")
+        conn_saver = await stack.enter_async_context(AsyncPostgresSaver.from_conn_string(url))
+        await conn_saver.setup()
+        graph = make_graph(model, checkpointer=conn_saver)
+        stock_conn = Contender(
+            "stock_conn",
+            "AsyncPostgresSaver (1 connection)",
+            graph,
+            graph_turn(graph),
+            storage_url=url,
+        )
+        graph = make_graph(model, checkpointer=InMemorySaver())
+        inmemory = Contender("inmemory", "InMemorySaver", graph, graph_turn(graph))
+        yield [inmemory, stock_pool, stock_conn, memagent, chat]
 
 
 async def warm_up(contenders: Sequence[Contender], turns: int = 3) -> None:
@@ -228,65 +263,82 @@ async def message_bytes(graph: Graph, thread_id: str) -> dict[str, int]:
 async def storage_at(
     contender: Contender, thread_id: str, residue: dict[str, int] | None = None
 ) -> dict[str, Any]:
-    """Bytes the thread occupies in PostgreSQL, next to the conversation's own size.
+    """Bytes the thread occupies in the contender's database, next to the conversation's.
 
     Args:
         contender: Whose database and graph to read.
         thread_id: The thread.
         residue: Bytes and rows that earlier memory-operation measurements added to
-            this thread; left out of ``stored``/``logical``/``rows`` (see
-            ``at_length``) and reported apart.
+            this thread; left out of ``stored``/``rows`` (see ``at_length``) and
+            reported apart.
     """
     assert contender.storage_url is not None
     tables = await thread_storage(contender.storage_url, thread_id)
-    residue = residue or {"stored": 0, "logical": 0, "rows": 0}
+    residue = residue or {"stored": 0, "rows": 0}
     return {
         "tables": tables,
         "stored": sum(t["stored"] for t in tables.values()) - residue["stored"],
-        "logical": sum(t["logical"] for t in tables.values()) - residue["logical"],
         "rows": sum(t["rows"] for t in tables.values()) - residue["rows"],
         "memory_ops_residue": dict(residue),
         "raw": await message_bytes(contender.graph, thread_id),
     }
 
 
-async def memory_op_latency(ops: MemoryOps, thread_id: str, rounds: int) -> dict[str, Any]:
-    """Times timeline(20), forget and rewind on a thread, ``rounds`` times each.
+async def timed(call: Awaitable[Any], into: list[float]) -> Any:
+    """Awaits ``call`` and appends its wall time to ``into``."""
+    started = time.perf_counter()
+    result = await call
+    into.append(time.perf_counter() - started)
+    return result
 
-    Each round forgets the whole thread and rewinds to the head it had before, so
-    every forget and every rewind sees the same thread length.
+
+async def memory_op_latency(
+    saver: MemagentSaver, thread_id: str, rounds: int, quotes: Sequence[str]
+) -> dict[str, Any]:
+    """Times timeline(20), forget, rewind and redact through ``tools.admin``.
+
+    Every forget and every rewind starts from the same full head: after each, an
+    untimed rewind restores that head. The rewind goes back ``REWIND_TURNS_BACK``
+    turns (to the rewind point the timeline shows for that turn). Then each of
+    ``quotes`` (a detail of one earlier message each) is redacted with
+    ``tools.admin.aredact``, one call per quote.
     """
-    saver = ops.graph.checkpointer
-    assert isinstance(saver, BaseCheckpointSaver)
-    head = await saver.aget_tuple(root_config(thread_id))
+    head = await saver.aget_tuple({"configurable": {"thread_id": thread_id}})
     assert head is not None
     head_id = str(head.config["configurable"]["checkpoint_id"])
+    entries = await admin.atimeline(saver, thread_id, limit=4 * REWIND_TURNS_BACK)
+    turns = [entry for entry in entries if entry.kind == "turn"]
+    target = turns[min(REWIND_TURNS_BACK, len(turns)) - 1].checkpoint_id
     timings: dict[str, list[float]] = {"timeline": [], "forget": [], "rewind": []}
-    entries = 0
+    shown = 0
     for _ in range(rounds):
-        started = time.perf_counter()
-        entries = len(await ops.timeline(thread_id, 20))
-        timings["timeline"].append(time.perf_counter() - started)
-        started = time.perf_counter()
-        await ops.forget(thread_id)
-        timings["forget"].append(time.perf_counter() - started)
-        started = time.perf_counter()
-        await ops.rewind(thread_id, head_id)
-        timings["rewind"].append(time.perf_counter() - started)
-    return {
-        **{name: summarize(values) for name, values in timings.items()},
-        "timeline_entries": entries,
-    }
+        shown = len(await timed(admin.atimeline(saver, thread_id, limit=20), timings["timeline"]))
+        await timed(admin.aforget(saver, thread_id), timings["forget"])
+        await admin.arewind(saver, thread_id, head_id)
+        await timed(admin.arewind(saver, thread_id, target), timings["rewind"])
+        await admin.arewind(saver, thread_id, head_id)
+    result: dict[str, Any] = {name: summarize(values) for name, values in timings.items()}
+    result["timeline_entries"] = shown
+    redacts: list[float] = []
+    for quote in quotes:
+        await timed(admin.aredact(saver, thread_id, [quote]), redacts)
+    result["redact"] = summarize(redacts)
+    return result
 
 
 @dataclass
 class SweepResult:
-    """What the length sweep measured, keyed by contender and thread length."""
+    """What the length sweep measured, keyed by contender and thread length.
+
+    Attributes:
+        turns_done: How many turns the main threads hold at the end.
+    """
 
     latency: dict[str, dict[int, dict[str, Any]]] = field(default_factory=dict)
     storage: dict[str, dict[int, dict[str, Any]]] = field(default_factory=dict)
     ops: dict[str, dict[int, dict[str, Any]]] = field(default_factory=dict)
     seconds: float = 0.0
+    turns_done: int = 0
 
 
 async def at_length(
@@ -294,14 +346,16 @@ async def at_length(
     threads: dict[str, str],
     length: int,
     rounds: int,
+    quotes: Sequence[str],
     residue: dict[str, dict[str, int]],
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Storage and memory-operation latency of each main thread at exactly ``length``.
 
-    The memory operations write checkpoints of their own (a rewind even stores the
-    whole conversation again), which would be counted as the thread's storage at the
-    next length. So storage is measured before and after them, and what they added
-    (``residue``, accumulated per contender) is subtracted from later measurements.
+    The memory operations write checkpoints of their own (with today's storage a
+    rewind stores the whole conversation again), which would be counted as the
+    thread's storage at the next length. So storage is measured before and after them,
+    and what they added (``residue``, accumulated per contender) is subtracted from
+    later measurements.
     """
     storage: dict[str, Any] = {}
     ops: dict[str, Any] = {}
@@ -311,15 +365,14 @@ async def at_length(
                 contender, threads[contender.key], residue.get(contender.key)
             )
     for contender in contenders:
-        if contender.ops is None or rounds <= 0:
+        if contender.saver is None or rounds <= 0:
             continue
         thread_id = threads[contender.key]
-        ops[contender.key] = await memory_op_latency(contender.ops, thread_id, rounds)
-        if contender.storage_url is not None:
-            after = await storage_at(contender, thread_id, residue.get(contender.key))
-            added = residue.setdefault(contender.key, {"stored": 0, "logical": 0, "rows": 0})
-            for measure in added:
-                added[measure] += after[measure] - storage[contender.key][measure]
+        ops[contender.key] = await memory_op_latency(contender.saver, thread_id, rounds, quotes)
+        after = await storage_at(contender, thread_id, residue.get(contender.key))
+        added = residue.setdefault(contender.key, {"stored": 0, "rows": 0})
+        for measure in added:
+            added[measure] += after[measure] - storage[contender.key][measure]
     return storage, ops
 
 
@@ -345,32 +398,37 @@ async def top_up(
 
 async def length_sweep(
     contenders: Sequence[Contender],
+    threads: dict[str, str],
     lengths: Sequence[int],
     *,
     samples: int,
     chars: int,
     op_rounds: int,
+    redact_rounds: int,
     progress: Callable[[str], None],
 ) -> SweepResult:
     """Turn latency, storage and memory-operation latency against thread length.
 
-    One main thread per contender grows through every length. At length N the turns
-    from N - w/2 to N + w/2 are timed (w = min(samples, N)); storage and memory
-    operations are measured when the thread holds exactly N turns.
+    One main thread per contender (``threads``) grows through every length. At
+    length N the turns from N - w/2 to N + w/2 are timed (w = min(samples, N));
+    storage and memory operations are measured when the thread holds exactly N turns.
+    Each length redacts ``redact_rounds`` quotes of its own (of messages the thread
+    holds, never redacted before), so every redact finds its quote.
     """
     result = SweepResult()
     for c in contenders:
         result.latency[c.key], result.storage[c.key], result.ops[c.key] = {}, {}, {}
-    threads = {c.key: f"{c.key}-main-{uuid.uuid4()}" for c in contenders}
     residue: dict[str, dict[str, int]] = {}
-    started, done = time.perf_counter(), 0
+    started, done, quoted = time.perf_counter(), 0, 0
     for length in sorted(lengths):
+        quotes = [quote_of(i, chars) for i in range(quoted, min(quoted + redact_rounds, length))]
+        quoted += len(quotes)
         window = min(samples, length)
         start, end = length - window // 2, length + (window - window // 2)
         timings: dict[str, list[float]] = {c.key: [] for c in contenders}
         await run_turns(contenders, threads, done, start, chars)
         await run_turns(contenders, threads, start, length, chars, timings)
-        storage, ops = await at_length(contenders, threads, length, op_rounds, residue)
+        storage, ops = await at_length(contenders, threads, length, op_rounds, quotes, residue)
         await run_turns(contenders, threads, length, end, chars, timings)
         await top_up(contenders, timings, start, window, samples, chars)
         done = end
@@ -382,7 +440,37 @@ async def length_sweep(
             result.ops[key][length] = value
         progress(f"length {length}: done ({time.perf_counter() - started:.0f} s so far)")
     result.seconds = time.perf_counter() - started
+    result.turns_done = done
     return result
+
+
+async def turn_phases(
+    contender: Contender, thread_id: str, first: int, turns: int, chars: int
+) -> dict[str, Any]:
+    """Where the time of ``turns`` turns on a long thread goes (see ``bench.phases``).
+
+    Runs turns ``first+1 .. first+turns`` on ``thread_id`` with the saver's reads,
+    writes and (de)serialization timed; per phase, the median over the turns.
+    """
+    assert contender.saver is not None
+    samples: dict[str, list[float]] = {name: [] for name in ("turn", *PHASES, "other")}
+    calls: dict[str, list[int]] = {name: [] for name in PHASES}
+    with instrumented(contender.saver) as clock:
+        for index in range(first, first + turns):
+            clock.reset()
+            started = time.perf_counter()
+            await contender.turn(thread_id, user_text(index, chars))
+            total = time.perf_counter() - started
+            samples["turn"].append(total)
+            for name in PHASES:
+                samples[name].append(clock.seconds[name])
+                calls[name].append(clock.calls[name])
+            samples["other"].append(total - clock.seconds["read"] - clock.seconds["write"])
+    return {
+        "length": first,
+        **{name: summarize(values) for name, values in samples.items()},
+        "calls": {name: statistics.median(values) for name, values in calls.items()},
+    }
 
 
 async def throughput(
