@@ -23,6 +23,7 @@ import psycopg
 from langchain_core.messages import BaseMessage
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import (
+    WRITES_IDX_MAP,
     ChannelVersions,
     Checkpoint,
     CheckpointMetadata,
@@ -297,12 +298,8 @@ class MemagentSaver(AsyncPostgresSaver):
                     encode_ranges(seqs),
                 )
             )
-        if blob_versions:
-            blob_rows.extend(
-                await asyncio.to_thread(
-                    self._dump_blobs, thread_id, checkpoint_ns, blob_values, blob_versions
-                )
-            )
+        if blob_versions:  # small once messages are rows: encoded here, not in a thread
+            blob_rows.extend(self._dump_blobs(thread_id, checkpoint_ns, blob_values, blob_versions))
         async with self._cursor(pipeline=True) as cur:
             if message_rows:
                 await cur.executemany(sql.INSERT_MESSAGE, message_rows)
@@ -326,6 +323,36 @@ class MemagentSaver(AsyncPostgresSaver):
                 "checkpoint_id": checkpoint["id"],
             }
         }
+
+    async def aput_writes(
+        self,
+        config: RunnableConfig,
+        writes: Sequence[tuple[str, Any]],
+        task_id: str,
+        task_path: str = "",
+    ) -> None:
+        """The library's ``aput_writes``, encoding on the event loop.
+
+        The library encodes every set of writes in a worker thread. A step's writes are
+        its new messages (a few kB), which encode in microseconds, while the hop to a
+        thread and back cost about a millisecond of every step under load.
+        """
+        query = (
+            self.UPSERT_CHECKPOINT_WRITES_SQL
+            if all(channel in WRITES_IDX_MAP for channel, _ in writes)
+            else self.INSERT_CHECKPOINT_WRITES_SQL
+        )
+        configurable = config["configurable"]
+        params = self._dump_writes(
+            str(configurable["thread_id"]),
+            configurable["checkpoint_ns"],
+            configurable["checkpoint_id"],
+            task_id,
+            task_path,
+            writes,
+        )
+        async with self._cursor(pipeline=True) as cur:
+            await cur.executemany(query, params)
 
     async def _message_rows(
         self, thread_id: str, messages: list[BaseMessage]
