@@ -30,6 +30,28 @@ def quote_pattern(quotes: Sequence[str]) -> re.Pattern[str]:
     return re.compile("|".join(re.escape(quote) for quote in ordered), re.IGNORECASE)
 
 
+def candidate_patterns(quotes: Sequence[str]) -> tuple[list[str], list[str]]:
+    """``LIKE`` patterns that let PostgreSQL skip the rows that cannot hold a quote.
+
+    Returns patterns for ``lower(encode(blob, 'escape'))`` (msgpack stores strings as
+    UTF-8, and the escape form leaves ASCII as it is, doubling backslashes) and for
+    ``lower(jsonb::text)`` (JSON escapes quotes and backslashes). For a quote with
+    non-ASCII characters PostgreSQL's ``lower`` or the escape form could miss a case
+    variant the Python match would find, so then every row is a candidate (``%``).
+    Python's match on the candidates decides what changes.
+    """
+    if not all(quote.isascii() for quote in quotes):
+        return ["%"], ["%"]
+
+    def like(text: str) -> str:
+        escaped = text.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        return f"%{escaped}%"
+
+    binary = [like(quote.replace("\\", "\\\\")) for quote in quotes]
+    text = [like(json.dumps(quote)[1:-1]) for quote in quotes]
+    return binary, text
+
+
 def scrub(value: Any, pattern: re.Pattern[str]) -> Any:
     """``value`` with every match in every nested string replaced; the same object if none.
 

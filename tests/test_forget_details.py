@@ -372,3 +372,33 @@ def test_the_terminal_chat_forgets_undoes_and_erases_for_good_after_a_yes(
     assert "Erase these details for good" in out
     assert "erased for good" in out
     assert raw_hits(database_url, "12 Main St") == {}
+
+
+async def test_redact_finds_quotes_with_sql_wildcards_backslashes_and_quotes_in_any_case(
+    saver: MemagentSaver, database_url: str
+) -> None:
+    said = 'my folder is C:\\Temp\\100%_Done "Q3"'
+    chat = Chat(saver)
+    await chat.say(said, "Noted.")
+    await chat.say("something else", "ok")
+
+    erased = await admin.aredact(saver, chat.thread_id, ['c:\\temp\\100%_done "q3"'])
+
+    assert erased.rows["memagent_messages"] == 1
+    with psycopg.connect(database_url) as conn:
+        rows = conn.execute(
+            "SELECT count(*) FROM memagent_messages WHERE position(%s::bytea in blob) > 0",
+            (b"100%_Done",),
+        ).fetchone()
+    assert rows == (0,)
+    for checkpoint_id in await all_checkpoint_ids(database_url, chat.thread_id):
+        item = await saver.aget_tuple(
+            {
+                **chat.config,
+                "configurable": {**chat.config["configurable"], "checkpoint_id": checkpoint_id},
+            }
+        )
+        assert item is not None
+        texts = [m.text for m in item.checkpoint["channel_values"].get("messages", [])]
+        assert not any("100%_Done" in text for text in texts)
+    assert f"my folder is {REMOVED_MARKER}" in [m.text for m in await chat.messages()]

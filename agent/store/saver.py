@@ -42,7 +42,7 @@ from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
 from agent.errors import PurgeRefusedError, ThreadBusyError
-from agent.redaction import quote_pattern, scrub, scrub_typed
+from agent.redaction import candidate_patterns, quote_pattern, scrub, scrub_typed
 from agent.state import MEMORY_EVENT_CHANNEL
 from agent.store import sql
 from agent.store.messages import (
@@ -755,12 +755,19 @@ class MemagentSaver(AsyncPostgresSaver):
             Rows changed per table (``memagent_messages``: rows replaced).
         """
         pattern = quote_pattern(quotes)
+        binary, text = candidate_patterns(quotes)
+        params: dict[str, Any] = {
+            "thread_id": thread_id,
+            "binary": binary,
+            "text": text,
+            "ranges_type": RANGES_TYPE,
+        }
         counts = dict.fromkeys(
             ("checkpoints", "checkpoint_blobs", "checkpoint_writes", "memagent_messages"), 0
         )
         replaced: dict[int, int] = {}
         async with self.conn.connection() as conn, conn.transaction():
-            rows = await (await conn.execute(sql.REDACT_SELECT_MESSAGES, (thread_id,))).fetchall()
+            rows = await (await conn.execute(sql.REDACT_SELECT_MESSAGES, params)).fetchall()
             changed = [
                 (row, blob)
                 for row in rows
@@ -779,29 +786,28 @@ class MemagentSaver(AsyncPostgresSaver):
                 await conn.execute(sql.REDACT_DELETE_MESSAGES, (thread_id, list(replaced)))
                 counts["memagent_messages"] = len(changed)
             blob_updates = []
-            for row in await (await conn.execute(sql.REDACT_SELECT_BLOBS, (thread_id,))).fetchall():
-                if row["type"] == RANGES_TYPE:
-                    seqs = decode_ranges(row["blob"])
-                    blob = (
-                        encode_ranges([replaced.get(seq, seq) for seq in seqs])
-                        if any(seq in replaced for seq in seqs)
-                        else None
-                    )
-                else:
-                    blob = scrub_typed(row["type"], row["blob"], pattern)
-                if blob is not None:
+            ranges = (
+                await (
+                    await conn.execute(sql.REDACT_SELECT_RANGES, {**params, "seqs": list(replaced)})
+                ).fetchall()
+                if replaced
+                else []
+            )
+            for row in ranges:
+                seqs = [replaced.get(seq, seq) for seq in decode_ranges(row["blob"])]
+                key = (thread_id, row["checkpoint_ns"], row["channel"], row["version"])
+                blob_updates.append((encode_ranges(seqs), *key))
+            for row in await (await conn.execute(sql.REDACT_SELECT_BLOBS, params)).fetchall():
+                if (blob := scrub_typed(row["type"], row["blob"], pattern)) is not None:
                     key = (thread_id, row["checkpoint_ns"], row["channel"], row["version"])
                     blob_updates.append((blob, *key))
             write_updates = []
-            cur = await conn.execute(sql.REDACT_SELECT_WRITES, (thread_id,))
-            for row in await cur.fetchall():
+            for row in await (await conn.execute(sql.REDACT_SELECT_WRITES, params)).fetchall():
                 if (blob := scrub_typed(row["type"], row["blob"], pattern)) is not None:
                     key = (row["checkpoint_ns"], row["checkpoint_id"], row["task_id"], row["idx"])
                     write_updates.append((blob, thread_id, *key))
             checkpoint_updates = []
-            for row in await (
-                await conn.execute(sql.REDACT_SELECT_CHECKPOINTS, (thread_id,))
-            ).fetchall():
+            for row in await (await conn.execute(sql.REDACT_SELECT_CHECKPOINTS, params)).fetchall():
                 checkpoint = scrub(row["checkpoint"], pattern)
                 metadata = scrub(row["metadata"], pattern)
                 if checkpoint is not row["checkpoint"] or metadata is not row["metadata"]:
@@ -815,14 +821,14 @@ class MemagentSaver(AsyncPostgresSaver):
                         )
                     )
             async with conn.cursor() as cur:
-                for table, statement, params in (
+                for table, statement, updates in (
                     ("checkpoint_blobs", sql.REDACT_UPDATE_BLOB, blob_updates),
                     ("checkpoint_writes", sql.REDACT_UPDATE_WRITE, write_updates),
                     ("checkpoints", sql.REDACT_UPDATE_CHECKPOINT, checkpoint_updates),
                 ):
-                    if params:
-                        await cur.executemany(statement, params)
-                    counts[table] = len(params)
+                    if updates:
+                        await cur.executemany(statement, updates)
+                    counts[table] = len(updates)
         # A running turn may still hold a message as it was; matched against a replaced
         # row it would be stored as a reference to that (now deleted) row.
         self._messages.forget_rows(thread_id, replaced)

@@ -235,13 +235,16 @@ SELECT seq, type, blob FROM memagent_messages WHERE thread_id = %s AND message_i
 # library has no way to change a stored value, and a quote may sit in any of them
 # (message rows, older releases' message blobs, other channels such as the memory
 # request, pending writes such as a turn's input or an interrupt, inline values and
-# metadata in ``checkpoints``). Every row of the thread is read and locked (FOR UPDATE,
-# so no turn can write a copy back meanwhile); which rows hold a quote is decided in
-# Python, because a case-insensitive match inside msgpack bytes cannot be made in SQL.
-# Rows are addressed by their primary keys, so ids and parent links never change.
+# metadata in ``checkpoints``). PostgreSQL picks the candidate rows with a LIKE on their
+# lower-cased text (``agent.redaction.candidate_patterns``) and locks them (FOR UPDATE,
+# so no turn can write a copy back meanwhile); Python decides what changes, because a
+# case-insensitive match inside msgpack values cannot be made exactly in SQL. Rows are
+# addressed by their primary keys, so ids and parent links never change.
 REDACT_SELECT_CHECKPOINTS = """
 SELECT checkpoint_ns, checkpoint_id, checkpoint, metadata FROM checkpoints
-WHERE thread_id = %s FOR UPDATE
+WHERE thread_id = %(thread_id)s
+  AND (lower(checkpoint::text) LIKE ANY(%(text)s) OR lower(metadata::text) LIKE ANY(%(text)s))
+FOR UPDATE
 """
 REDACT_UPDATE_CHECKPOINT = """
 UPDATE checkpoints SET checkpoint = %s, metadata = %s
@@ -249,7 +252,23 @@ WHERE thread_id = %s AND checkpoint_ns = %s AND checkpoint_id = %s
 """
 REDACT_SELECT_BLOBS = """
 SELECT checkpoint_ns, channel, version, type, blob FROM checkpoint_blobs
-WHERE thread_id = %s FOR UPDATE
+WHERE thread_id = %(thread_id)s
+  AND type <> %(ranges_type)s
+  AND lower(encode(blob, 'escape')) LIKE ANY(%(binary)s)
+FOR UPDATE
+"""
+# The range lists that name a replaced message row, to point them at its new row.
+REDACT_SELECT_RANGES = """
+SELECT b.checkpoint_ns, b.channel, b.version, b.type, b.blob FROM checkpoint_blobs b
+WHERE b.thread_id = %(thread_id)s
+  AND b.type = %(ranges_type)s
+  AND EXISTS (
+    SELECT 1
+    FROM jsonb_array_elements(convert_from(b.blob, 'UTF8')::jsonb) AS r(range),
+         unnest(%(seqs)s::bigint[]) AS s(seq)
+    WHERE s.seq BETWEEN (r.range ->> 0)::bigint AND (r.range ->> 1)::bigint
+  )
+FOR UPDATE
 """
 REDACT_UPDATE_BLOB = """
 UPDATE checkpoint_blobs SET blob = %s
@@ -257,14 +276,17 @@ WHERE thread_id = %s AND checkpoint_ns = %s AND channel = %s AND version = %s
 """
 REDACT_SELECT_WRITES = """
 SELECT checkpoint_ns, checkpoint_id, task_id, idx, type, blob FROM checkpoint_writes
-WHERE thread_id = %s FOR UPDATE
+WHERE thread_id = %(thread_id)s AND lower(encode(blob, 'escape')) LIKE ANY(%(binary)s)
+FOR UPDATE
 """
 REDACT_UPDATE_WRITE = """
 UPDATE checkpoint_writes SET blob = %s
 WHERE thread_id = %s AND checkpoint_ns = %s AND checkpoint_id = %s AND task_id = %s AND idx = %s
 """
 REDACT_SELECT_MESSAGES = """
-SELECT seq, message_id, type, blob FROM memagent_messages WHERE thread_id = %s FOR UPDATE
+SELECT seq, message_id, type, blob FROM memagent_messages
+WHERE thread_id = %(thread_id)s AND lower(encode(blob, 'escape')) LIKE ANY(%(binary)s)
+FOR UPDATE
 """
 # A message row never changes under its number (other processes cache decoded rows by
 # it), so a redacted message becomes a new row with a new number and the old row goes.
