@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given
+from hypothesis import HealthCheck, Phase, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, RemoveMessage
@@ -489,6 +489,9 @@ async def cold_saver(settings: Settings, database_url: str) -> AsyncIterator[Mem
     deadline=None,
     derandomize=True,
     database=None,
+    # No shrinking: each example takes a second or two, so shrinking a failure would
+    # outlast the test timeout; the failing script is printed as drawn.
+    phases=[Phase.explicit, Phase.reuse, Phase.generate],
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 @given(script=scripts)
