@@ -426,33 +426,55 @@ async def snapshot(side: Side, threads: list[str]) -> dict[str, Any]:
                     },
                 }
             )
+        listed_ids = [item.config for item in listed]
+        searches: dict[str, dict[str, Any]] = {
+            "forgets": {"filter": {"memory_cleared": True}},
+            "turn_points": {"filter": {"source": "input"}},
+            "newest_two": {"limit": 2},
+            "before_the_middle": {"before": listed_ids[len(listed_ids) // 2]},
+        }
         result[thread_id] = {
             "head": norm.checkpoint(head.config if head else None),
             "listed": [norm.checkpoint_tuple(item) for item in listed],
+            **{
+                name: [
+                    norm.checkpoint(item.config)
+                    async for item in side.saver.alist(root_config(thread_id), **search)
+                ]
+                for name, search in searches.items()
+            },
             "checkpoints": checkpoints,
         }
     return result
 
 
-async def assert_reads_are_not_shared(saver: BaseCheckpointSaver[Any], threads: list[str]) -> None:
+def deface(messages: list[Any]) -> None:
+    """What a careless node might do to messages it was handed: edit them in place."""
+    for message in messages:
+        if isinstance(message, BaseMessage):
+            message.content = "mutated by a reader"
+            message.id = "mutated"
+            if isinstance(message, AIMessage):
+                message.tool_calls.clear()
+    messages.append(HumanMessage("added by a reader"))
+
+
+async def assert_reads_are_not_shared(side: Side, threads: list[str]) -> None:
     """A reader that edits what it got in place changes nothing for the next reader."""
     for thread_id in threads:
-        for cid in await checkpoint_ids(saver, thread_id):
+        order = await checkpoint_ids(side.saver, thread_id)
+        for cid in order:
             config = root_config(thread_id, cid)
-            first = await saver.aget_tuple(config)
+            first = await side.saver.aget_tuple(config)
             assert first is not None
-            order = await checkpoint_ids(saver, thread_id)
             before = Normaliser(order).checkpoint_tuple(first)
-            messages = first.checkpoint["channel_values"].get("messages") or []
-            for message in messages:
-                message.content = "mutated by a reader"
-                message.id = "mutated"
-                if isinstance(message, AIMessage):
-                    message.tool_calls.clear()
-            messages.append(HumanMessage("added by a reader"))
+            deface(first.checkpoint["channel_values"].get("messages") or [])
+            for _, _, value in first.pending_writes or []:
+                deface(value if isinstance(value, list) else [])
             first.checkpoint["channel_values"]["intruder"] = 1
             first.metadata["intruder"] = 1  # type: ignore[typeddict-unknown-key]
-            again = await saver.aget_tuple(config)
+            deface((await side.graph.aget_state(config)).values.get("messages") or [])
+            again = await side.saver.aget_tuple(config)
             assert again is not None
             assert Normaliser(order).checkpoint_tuple(again) == before, (thread_id, cid)
 
@@ -512,8 +534,8 @@ async def test_memagent_stores_what_langgraphs_in_memory_saver_stores(
     for reader in (memagent.side, Side(cold_saver)):
         got = await snapshot(reader, memagent.threads)
         assert got == expected, "\n".join(differences(got, expected)[:10])
-    await assert_reads_are_not_shared(saver, memagent.threads)
-    await assert_reads_are_not_shared(reference.side.saver, reference.threads)
+    await assert_reads_are_not_shared(memagent.side, memagent.threads)
+    await assert_reads_are_not_shared(reference.side, reference.threads)
 
 
 @pytest.mark.xfail(
