@@ -15,16 +15,14 @@ below; ``SKIPPED_TESTS`` and ``SKIPPED_SAVERS`` are the whole list.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-import psycopg
 import pytest
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from agent.checkpointer import MemagentSaver, open_saver
+from tests.conftest import fresh_database
 
 DEFAULT_URI = "postgres://postgres:postgres@localhost:5441/postgres?sslmode=disable"
 """Upstream's Docker server: named only in the body of a test skipped here."""
@@ -94,17 +92,9 @@ def _upstream_server(postgres_server_url: str) -> Iterator[None]:
 @asynccontextmanager
 async def memagent_saver(*, max_size: int | None = None) -> AsyncIterator[MemagentSaver]:
     """A ``MemagentSaver`` as ``open_saver`` makes it, on a database of its own."""
-    server = _SERVER[-1]
-    name = f"memagent_upstream_{uuid.uuid4().hex[:12]}"
-    async with await psycopg.AsyncConnection.connect(server, autocommit=True) as conn:
-        await conn.execute(f'CREATE DATABASE "{name}"')
-    try:
-        url = make_conninfo("", **{**conninfo_to_dict(server), "dbname": name})
+    with fresh_database(_SERVER[-1]) as url:
         async with open_saver(database_url=url, max_size=max_size) as saver:
             yield saver
-    finally:
-        async with await psycopg.AsyncConnection.connect(server, autocommit=True) as conn:
-            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @asynccontextmanager
