@@ -33,21 +33,13 @@ from langgraph.graph.state import CompiledStateGraph
 
 from agent.checkpointer import MemagentInMemorySaver, MemagentSaver, open_saver
 from agent.graph import make_graph
-from agent.timeline import read_timeline, undo_target
+from agent.operations import forget_update, load_rewind_target, rewind_update, root_config
+from agent.timeline import UNDO_LOOKBACK, read_timeline, undo_target
+from agent.validation import clean_reason
 from tests.conftest import fresh_database
 from tests.fakes import InvalidConversationError, ScriptedChatModel, check_provider_valid
 from tools import admin
-from tools.memory import (
-    FORGET,
-    REWIND,
-    TIMELINE,
-    UNDO_LOOKBACK,
-    clean_reason,
-    forget_update,
-    load_rewind_target,
-    rewind_update,
-    root_config,
-)
+from tools.memory import FORGET, REWIND, TIMELINE
 
 FIXED = "fx-"
 """Prefix of the message ids a script sets itself; other message ids are random."""
