@@ -1,9 +1,10 @@
 """Differential gate: memagent's saver must store exactly what langgraph's in-memory saver does.
 
-A seeded generator writes scripts of what users and the model do to threads: turns (plain replies
-and parallel calls of the memory tools), forgets and rewinds out of band
+A seeded generator writes scripts of what users and the model do to threads: turns
+(plain replies and parallel calls of the memory tools), forgets and rewinds out of band
 (``tools.admin``), undo, forks through ``aupdate_state`` at old checkpoints (appending,
-replacing a message under its id, ``RemoveMessage`` of one message) and thread copies.
+replacing a message under its id, ``RemoveMessage`` of one message), thread copies and
+deletes (after which the thread id is used again).
 Each script runs on memagent's PostgreSQL saver and on ``MemagentInMemorySaver``
 (langgraph's ``InMemorySaver`` with memagent's metadata stamping), which stands for what
 langgraph itself would store. Afterwards every checkpoint of every thread must read the
@@ -76,6 +77,7 @@ WEIGHTS = {
     "fork_replace": 2,
     "fork_remove": 2,
     "copy": 1,
+    "delete": 1,
 }
 
 
@@ -97,7 +99,7 @@ def random_script(seed: int) -> list[tuple[Any, ...]]:
             script.append((kind, pick(), rng.choice(REPLIES), pick()))
         elif kind == "forget":
             script.append((kind, pick(), rng.choice(REASONS)))
-        elif kind in ("undo", "copy"):
+        elif kind in ("undo", "copy", "delete"):
             script.append((kind, pick()))
         elif kind in ("rewind", "fork_append"):
             script.append((kind, pick(), pick()))
@@ -172,6 +174,9 @@ class Side:
             as_node="apply_memory",
         )
 
+    async def delete(self, thread_id: str) -> None:
+        await self.saver.adelete_thread(thread_id)
+
     async def copy(self, source: str, target: str) -> None:
         """Reference copy: every stored row of ``source`` under the new thread id."""
         assert isinstance(self.saver, MemagentInMemorySaver)
@@ -205,6 +210,10 @@ class MemagentSide(Side):
     async def rewind(self, thread_id: str, target: str) -> None:
         assert isinstance(self.saver, MemagentSaver)
         await admin.arewind(self.saver, thread_id, target)
+
+    async def delete(self, thread_id: str) -> None:
+        assert isinstance(self.saver, MemagentSaver)
+        await admin.adelete(self.saver, thread_id)
 
     async def copy(self, source: str, target: str) -> None:
         assert isinstance(self.saver, MemagentSaver)
@@ -300,6 +309,8 @@ class Run:
         elif kind == "copy":
             self.threads.append(f"{self.prefix}-{len(self.threads)}")
             await self.side.copy(thread_id, self.threads[-1])
+        elif kind == "delete":  # the thread id stays in use: the next turn starts it anew
+            await self.side.delete(thread_id)
         else:
             await self.fork(kind, step, thread_id, *args)
 
@@ -458,8 +469,9 @@ async def snapshot(side: Side, threads: list[str]) -> dict[str, Any]:
             "forgets": {"filter": {"memory_cleared": True}},
             "turn_points": {"filter": {"source": "input"}},
             "newest_two": {"limit": 2},
-            "before_the_middle": {"before": listed_ids[len(listed_ids) // 2]},
         }
+        if listed_ids:
+            searches["before_the_middle"] = {"before": listed_ids[len(listed_ids) // 2]}
         result[thread_id] = {
             "head": norm.checkpoint(head.config if head else None),
             "listed": [norm.checkpoint_tuple(item) for item in listed],
