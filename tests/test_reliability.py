@@ -1,10 +1,11 @@
-"""Reliability under faults and load: conformance, lost connections, restarts, races.
+"""Reliability under faults and load: lost connections, restarts, races.
 
 Each test removes nothing from the product and fakes nothing in the database: the
 connections are really killed, the server really restarts (on a PostgreSQL of this
 module's own, never the shared one), the turns really run at the same time.
 
-Related tests elsewhere: ``test_admin.py::test_a_memory_operation_waits_for_the_running_turn``
+Related tests elsewhere: ``test_conformance.py`` (langgraph's checkpointer conformance
+suite); ``test_admin.py::test_a_memory_operation_waits_for_the_running_turn``
 (a memory operation is refused with ``ThreadBusyError`` while a turn holds the thread).
 """
 
@@ -20,7 +21,7 @@ import threading
 import time
 import uuid
 import warnings
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,6 @@ import psycopg
 import pytest
 from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.runnables import RunnableConfig
-from langgraph.checkpoint.conformance import checkpointer_test, validate
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from agent.checkpointer import MemagentSaver, open_saver
@@ -84,25 +84,7 @@ async def conversation(session: ChatSession, thread_id: str) -> list[tuple[str, 
     return [(m.type, m.text) for m in state.values.get("messages", [])]
 
 
-# --- 1. langgraph's checkpointer conformance suite ------------------------------------
-
-
-async def test_the_saver_passes_langgraphs_conformance_suite(
-    settings: Settings, database_url: str
-) -> None:
-    @checkpointer_test(name="MemagentSaver")
-    async def memagent_saver() -> AsyncIterator[MemagentSaver]:
-        async with open_saver(settings, database_url=database_url) as saver:
-            yield saver
-
-    report = await validate(memagent_saver)
-    failures = {name: result.failures for name, result in report.results.items() if result.failures}
-    assert report.passed_all_base(), failures
-    assert report.results["prune"].passed, failures
-    assert report.passed_all(), failures  # copy_thread and delete_for_runs too
-
-
-# --- 2. connections killed under the app ----------------------------------------------
+# --- 1. connections killed under the app ----------------------------------------------
 
 
 def kill_app_connections(database_url: str) -> int:
@@ -151,7 +133,7 @@ async def test_the_pool_hands_out_no_connection_the_server_killed(
             assert await cur.fetchone() == {"alive": 1}
 
 
-# --- 3. the PostgreSQL server restarts ------------------------------------------------
+# --- 2. the PostgreSQL server restarts ------------------------------------------------
 
 
 class OwnServer:
@@ -307,7 +289,7 @@ async def test_a_turn_the_outage_interrupted_fails_clearly_and_resumes_on_retry(
         assert turns == ["second", "hello"]
 
 
-# --- 4. many turns through a tiny pool --------------------------------------------------
+# --- 3. many turns through a tiny pool --------------------------------------------------
 
 
 async def test_fifty_concurrent_turns_share_a_pool_of_two_connections(
@@ -327,7 +309,7 @@ async def test_fifty_concurrent_turns_share_a_pool_of_two_connections(
             ]
 
 
-# --- 5. two things at once on one thread ------------------------------------------------
+# --- 4. two things at once on one thread ------------------------------------------------
 
 
 async def test_two_turns_sent_to_one_thread_at_once_both_stay(saver: MemagentSaver) -> None:
@@ -370,7 +352,7 @@ async def test_a_rewind_waits_for_the_running_turn_then_applies(saver: MemagentS
     assert {"two", "reply to two"} <= said  # the turn is not lost: it can be rewound to
 
 
-# --- 6. deleting a thread while a turn runs on it --------------------------------------
+# --- 5. deleting a thread while a turn runs on it --------------------------------------
 
 
 async def test_a_thread_deleted_during_a_turn_is_not_written_back(
@@ -401,7 +383,7 @@ async def test_a_thread_deleted_during_a_turn_is_not_written_back(
     assert secret not in " ".join(text for _, text in await conversation(session, "t"))
 
 
-# --- 7. several processes start on one empty database -----------------------------------
+# --- 6. several processes start on one empty database -----------------------------------
 
 STARTUP_SCRIPT = """
 import asyncio, os, pathlib, sys, time
