@@ -104,6 +104,19 @@ class ThreadBusyError(MemagentError, RuntimeError):
         super().__init__(f"Thread {thread_id!r} is busy with another turn; try again in a moment.")
 
 
+class UnstorableValueError(MemagentError, TypeError):
+    """A state value whose type memagent's serializer would not revive; nothing was written."""
+
+    def __init__(self, type_name: str) -> None:
+        self.type_name = type_name
+        super().__init__(
+            f"A state value of type {type_name} cannot be saved: it would load back as a "
+            "plain dict, because memagent only revives types it knows to be safe. If it is "
+            f"your own trusted type, allow it with MEMAGENT_SERDE_ALLOW={type_name} "
+            "(comma-separated, module.Class)."
+        )
+
+
 class DatabaseUnavailableError(MemagentError, psycopg.OperationalError):
     """The database could not be reached during a turn; sending the message again resumes it.
 

@@ -7,22 +7,106 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import AbstractAsyncContextManager, nullcontext
 from typing import Any
 
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import SystemMessage
 from langchain_core.runnables import RunnableConfig
+from langchain_core.runnables.config import ensure_config, merge_configs
 from langchain_core.tools import BaseTool
 from langgraph.checkpoint.base import BaseCheckpointSaver
+from langgraph.constants import CONFIG_KEY_CHECKPOINTER
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.prebuilt import ToolNode
+from langgraph.types import StateUpdate
 
 from agent.model import load_model
 from agent.operations import chat_graph_builder
 from agent.prompts import SYSTEM_PROMPT
 from agent.state import State
+from agent.store.saver import MemagentSaver
 from tools.memory import memory_tools
+
+
+class ChatGraph(CompiledStateGraph[Any, Any, Any, Any]):
+    """The compiled chat graph; every run and state update holds its thread's lease.
+
+    docs/SPEC.md, "Concurrency": two turns on one thread never lose a message, and a
+    memory operation (``tools.admin``, which takes the same lease) waits for a running
+    turn. Without this, two ``ainvoke`` on one thread both continue from the same head
+    and the later write sets the other turn aside, and a turn that was running when a
+    forget was written continues from before the forget, undoing it. Holding the
+    lease for the whole run serialises them, in this process and across processes
+    (the lease is a database row). An explicit ``checkpoint_id`` (a Studio fork, time
+    travel) waits the same way and then forks as upstream does.
+
+    Only memagent's saver has leases; on any other checkpointer, or as a subgraph
+    (the parent's run holds the thread), runs are exactly langgraph's. The lease is
+    re-entrant, so ``ChatSession`` (which takes it for its whole turn) and
+    ``tools.admin`` called from inside a run do not wait for themselves.
+    """
+
+    def _lease_saver(self, config: RunnableConfig) -> tuple[MemagentSaver, str] | None:
+        """The saver and thread whose lease a root run with ``config`` must hold."""
+        configurable = config.get("configurable", {})
+        if configurable.get("checkpoint_ns") or "thread_id" not in configurable:
+            return None
+        checkpointer = configurable.get(CONFIG_KEY_CHECKPOINTER, self.checkpointer)
+        # langgraph's server wraps the configured saver in an adapter that forwards
+        # every other attribute to it (langgraph_api's _CustomCheckpointerAdapter).
+        saver = getattr(checkpointer, "_inner", checkpointer)
+        if not isinstance(saver, MemagentSaver):
+            return None
+        return saver, str(configurable["thread_id"])
+
+    def _run_config(self, config: RunnableConfig | None) -> RunnableConfig:
+        """The config a run will use: the graph's own, the caller's and the context's."""
+        return merge_configs(self.config, ensure_config(config))
+
+    def _lease(self, config: RunnableConfig | None) -> AbstractAsyncContextManager[None]:
+        found = self._lease_saver(self._run_config(config))
+        return nullcontext() if found is None else found[0].thread_lease(found[1])
+
+    async def astream(
+        self, input: Any, config: RunnableConfig | None = None, **kwargs: Any
+    ) -> AsyncIterator[Any]:
+        """langgraph's ``astream`` (also behind ``ainvoke`` and ``astream_events``),
+        holding the thread's lease from the first read to the last write."""
+        async with self._lease(config):
+            async for part in super().astream(input, config, **kwargs):
+                yield part
+
+    def stream(
+        self, input: Any, config: RunnableConfig | None = None, **kwargs: Any
+    ) -> Iterator[Any]:
+        """Refused on memagent's saver: the model step is async, so use ``ainvoke``.
+
+        langgraph would fail in the model step, after the turn's input was saved; this
+        refuses before anything is written. ``agent.sync.SyncChat`` is the blocking API.
+        """
+        if self._lease_saver(self._run_config(config)) is not None:
+            raise TypeError(
+                "The memagent chat graph runs its model asynchronously: use ainvoke or "
+                "astream (or agent.sync.SyncChat from synchronous code), not invoke or stream."
+            )
+        yield from super().stream(input, config, **kwargs)
+
+    async def abulk_update_state(
+        self, config: RunnableConfig, supersteps: Sequence[Sequence[StateUpdate]]
+    ) -> RunnableConfig:
+        """langgraph's state update (also behind ``aupdate_state``), holding the lease."""
+        async with self._lease(config):
+            return await super().abulk_update_state(config, supersteps)
+
+    def bulk_update_state(
+        self, config: RunnableConfig, supersteps: Sequence[Sequence[StateUpdate]]
+    ) -> RunnableConfig:
+        """langgraph's sync state update (also behind ``update_state``), holding the lease."""
+        found = self._lease_saver(self._run_config(config))
+        with nullcontext() if found is None else found[0].blocking_thread_lease(found[1]):
+            return super().bulk_update_state(config, supersteps)
 
 
 def make_graph(
@@ -52,7 +136,9 @@ def make_graph(
 
     compile_options.setdefault("name", "memagent")
     builder = chat_graph_builder(agent, ToolNode(tools))
-    return builder.compile(checkpointer=checkpointer, **compile_options)
+    compiled = builder.compile(checkpointer=checkpointer, **compile_options)
+    # As Pregel.copy() rebuilds a graph; the server's copies then stay ChatGraphs too.
+    return ChatGraph(**{k: v for k, v in vars(compiled).items() if k != "__orig_class__"})
 
 
 graph = make_graph(load_model()[0])

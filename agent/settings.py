@@ -61,6 +61,20 @@ def _names(env: Mapping[str, str], name: str, default: tuple[str, ...]) -> tuple
     return names or default
 
 
+def _type_names(env: Mapping[str, str], name: str) -> tuple[tuple[str, str], ...]:
+    """A comma-separated list of ``module.Class`` names, as ``(module, class)`` pairs."""
+    names = []
+    for item in env.get(name, "").split(","):
+        dotted = item.strip()
+        if not dotted:
+            continue
+        module, _, cls = dotted.rpartition(".")
+        if not module or not cls.isidentifier():
+            raise SettingsError(f"{name} lists module.Class names, got {dotted!r}")
+        names.append((module, cls))
+    return tuple(names)
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     """memagent's configuration.
@@ -87,6 +101,10 @@ class Settings:
             instead of the shared secret.
         auth_algorithms: The signature algorithms accepted from the identity
             provider (``MEMAGENT_AUTH_ALGORITHMS``, comma-separated).
+        serde_allow: ``(module, class)`` of the types besides langgraph's safe ones
+            that state values may hold (``MEMAGENT_SERDE_ALLOW=module.Class,...``).
+        prepared_statements: Whether connections prepare statements; off
+            (``MEMAGENT_PREPARED_STATEMENTS=false``) behind a pooler in transaction mode.
     """
 
     database_url: str | None
@@ -103,6 +121,8 @@ class Settings:
     auth_audience: str | None = None
     auth_jwks_url: str | None = None
     auth_algorithms: tuple[str, ...] = ("RS256",)
+    serde_allow: tuple[tuple[str, str], ...] = ()
+    prepared_statements: bool = True
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -128,6 +148,8 @@ class Settings:
             auth_audience=env.get("MEMAGENT_AUTH_AUDIENCE", "").strip() or None,
             auth_jwks_url=env.get("MEMAGENT_AUTH_JWKS_URL", "").strip() or None,
             auth_algorithms=_names(env, "MEMAGENT_AUTH_ALGORITHMS", ("RS256",)),
+            serde_allow=_type_names(env, "MEMAGENT_SERDE_ALLOW"),
+            prepared_statements=_bool(env, "MEMAGENT_PREPARED_STATEMENTS", True),
         )
 
     @property

@@ -7,6 +7,11 @@ The server is the one in ``DATABASE_URL`` when set; otherwise an embedded Postgr
 from __future__ import annotations
 
 import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
@@ -18,6 +23,29 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from agent.checkpointer import MemagentSaver, open_saver
 from agent.settings import Settings
+
+_OWN_BASETEMP = pytest.StashKey[Path]()
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest's tmp_path plugin reads --basetemp
+def pytest_configure(config: pytest.Config) -> None:
+    """Gives this run a temporary root of its own, unless ``--basetemp`` names one.
+
+    pytest's default root, ``/tmp/pytest-of-<user>``, is shared by every run on the
+    machine, and each run prunes the older ``pytest-N`` directories there: another run
+    started meanwhile removed the restart tests' private PostgreSQL data directory. A
+    fresh ``mkdtemp`` directory is this run's alone; it is removed when the run ends.
+    """
+    if config.option.basetemp is None:
+        own = Path(tempfile.mkdtemp(prefix="memagent-tests-"))
+        config.option.basetemp = str(own)
+        config.stash[_OWN_BASETEMP] = own
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    own = config.stash.get(_OWN_BASETEMP, None)
+    if own is not None:
+        shutil.rmtree(own, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
@@ -91,3 +119,84 @@ def table_counts(database_url: str) -> dict[str, int]:
                 "memagent_messages",
             )
         }
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+PGBOUNCER_INI = """\
+[databases]
+* = host={host} port={port}
+
+[pgbouncer]
+listen_addr = 127.0.0.1
+listen_port = {listen_port}
+unix_socket_dir =
+auth_type = trust
+auth_file = {workdir}/users.txt
+pool_mode = transaction
+max_client_conn = 1000
+default_pool_size = 40
+ignore_startup_parameters = extra_float_digits,options
+{run_as}
+"""
+
+
+@pytest.fixture
+def pgbouncer_url(database_url: str) -> Iterator[str]:
+    """``database_url`` through a PgBouncer of this test's own, in transaction pooling mode.
+
+    Skips (with the reason) where the ``pgbouncer`` binary is absent; ``.ci/run``
+    installs it. PgBouncer refuses to run as root, so as root it drops to ``postgres``
+    (which the Debian package creates) and its files are made readable to it.
+    """
+    binary = shutil.which("pgbouncer") or shutil.which("pgbouncer", path="/usr/sbin")
+    if binary is None:
+        pytest.skip("pgbouncer is not installed (bash .ci/run installs it with apt-get)")
+    params = conninfo_to_dict(database_url)
+    host = str(params.get("host") or "127.0.0.1")
+    if host.startswith("/"):
+        pytest.skip("the test server listens on a Unix socket only; PgBouncer needs TCP here")
+    workdir = Path(tempfile.mkdtemp(prefix="memagent-pgbouncer-"))
+    workdir.chmod(0o755)
+    listen_port = free_port()
+    (workdir / "users.txt").write_text(f'"{params.get("user", "postgres")}" ""\n')
+    (workdir / "pgbouncer.ini").write_text(
+        PGBOUNCER_INI.format(
+            host=host,
+            port=params.get("port", 5432),
+            listen_port=listen_port,
+            workdir=workdir,
+            run_as="user = postgres" if os.geteuid() == 0 else "",
+        )
+    )
+    for path in workdir.iterdir():
+        path.chmod(0o644)
+    log = (workdir / "pgbouncer.log").open("wb")
+    process = subprocess.Popen(
+        [binary, str(workdir / "pgbouncer.ini")], stdout=log, stderr=subprocess.STDOUT
+    )
+    url = make_conninfo(database_url, host="127.0.0.1", port=str(listen_port))
+    try:
+        deadline = time.monotonic() + 30  # a hang guard, not a speed check
+        while True:
+            try:
+                with psycopg.connect(url, prepare_threshold=None) as conn:
+                    conn.execute("SELECT 1")
+                break
+            except psycopg.OperationalError:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    pytest.fail(
+                        f"PgBouncer did not start: {(workdir / 'pgbouncer.log').read_text()}"
+                    )
+                time.sleep(0.05)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+        log.close()
+        shutil.rmtree(workdir, ignore_errors=True)

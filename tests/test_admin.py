@@ -420,9 +420,21 @@ async def test_a_memory_operation_waits_for_the_running_turn(
     await chat.say("hello")
     saver.busy_timeout = 0.2
     before = table_counts(database_url)
-    async with saver.thread_lease(chat.thread_id):  # a turn in progress
+    holding, done = asyncio.Event(), asyncio.Event()
+
+    async def turn_in_progress() -> None:  # another task: the lease is re-entrant in its own
+        async with saver.thread_lease(chat.thread_id):
+            holding.set()
+            await done.wait()
+
+    turn = asyncio.create_task(turn_in_progress())
+    await holding.wait()
+    try:
         with pytest.raises(ThreadBusyError, match="busy"):
             await admin.aforget(saver, chat.thread_id)
+    finally:
+        done.set()
+        await turn
     assert table_counts(database_url) == before
     await admin.aforget(saver, chat.thread_id)  # free again
 

@@ -11,6 +11,8 @@ import asyncio
 import json
 import re
 import shlex
+import subprocess
+import sys
 import uuid
 from pathlib import Path
 from typing import Any
@@ -307,6 +309,21 @@ def test_an_unreachable_database_is_one_line(monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setenv("DATABASE_URL", "postgresql://postgres@127.0.0.1:1/nothing")
     monkeypatch.setenv("MEMAGENT_POOL_TIMEOUT", "1")
     assert refused("threads").startswith("Error: database unavailable")
+
+
+def test_an_unreachable_database_is_one_line_from_the_installed_command(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """As a user sees it: the process's whole stderr, pool logging included, is one line."""
+    monkeypatch.setenv("DATABASE_URL", "postgresql://postgres@127.0.0.1:1/nothing")
+    monkeypatch.setenv("MEMAGENT_POOL_TIMEOUT", "3")  # before the fix: 3 s of retry warnings
+    done = subprocess.run(
+        [sys.executable, "-m", "agent", "threads"], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 1
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert done.stderr.startswith("Error: database unavailable: ")
+    assert "Connection refused" in done.stderr  # the cause, not a pool timeout
 
 
 # --- the README section --------------------------------------------------------------

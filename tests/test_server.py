@@ -11,6 +11,7 @@ test or the startup fails. The ground truth for what was saved is PostgreSQL its
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import os
@@ -39,7 +40,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.rows import dict_row
 
 from agent import auth as memagent_auth
-from agent.checkpointer import MemagentSaver
+from agent.checkpointer import MemagentSaver, open_saver
 from agent.model import OFFLINE_LABEL
 from tests.helpers import claims, serving_jwks
 
@@ -416,6 +417,32 @@ def test_delete_thread_removes_every_row(server: Server) -> None:
     assert thread_row_counts(server.database_url, keep)["checkpoints"] > 0
     client.threads.prune([keep], strategy="delete")
     assert thread_row_counts(server.database_url, keep) == dict.fromkeys(TABLES, 0)
+
+
+async def test_a_server_run_waits_for_another_process_holding_the_thread(
+    server: Server,
+) -> None:
+    """A run through the server holds the same thread lease as the CLI and ``tools.admin``.
+
+    The server's own run queue is per server process; a ``memagent forget`` from a
+    shell, or a second server on the same database, only meets it in the database.
+    """
+    client = server.client()
+    thread_id = client.threads.create()["thread_id"]
+    say(client, thread_id, "my name is Ada")
+    before = thread_row_counts(server.database_url, thread_id)
+    async with open_saver(database_url=server.database_url) as saver:
+        async with saver.thread_lease(thread_id):  # as a memory operation in another process
+            turn: Any = {"messages": [{"role": "user", "content": "my color is green"}]}
+            run = await asyncio.to_thread(client.runs.create, thread_id, GRAPH, input=turn)
+            await asyncio.sleep(2.0)  # ample time for the run to have written its input
+            waited = thread_row_counts(server.database_url, thread_id) == before
+        await asyncio.to_thread(client.runs.join, thread_id, run["run_id"])
+    assert waited
+    assert texts(state_messages(client, thread_id), "human") == [
+        "my name is Ada",
+        "my color is green",
+    ]
 
 
 def test_copy_thread_keeps_history_exact(server: Server) -> None:

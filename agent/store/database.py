@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from psycopg import AsyncConnection
+from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import DictRow, dict_row
 from psycopg_pool import AsyncConnectionPool
 
@@ -30,6 +31,19 @@ CONNECTION_KWARGS: dict[str, Any] = {
     "prepare_threshold": 0,
     "row_factory": dict_row,
 }
+"""Every pooled connection: statements prepared at first use (they repeat every turn)."""
+
+
+def connection_kwargs(settings: Settings) -> dict[str, Any]:
+    """``CONNECTION_KWARGS``, without prepared statements when the settings say so.
+
+    A pooler in transaction mode (PgBouncer before 1.21, or without
+    ``max_prepared_statements``) hands each transaction to any server connection,
+    where a statement prepared on another one does not exist.
+    """
+    if settings.prepared_statements:
+        return CONNECTION_KWARGS
+    return {**CONNECTION_KWARGS, "prepare_threshold": None}
 
 
 async def check_connection(conn: AsyncConnection[DictRow]) -> None:
@@ -83,11 +97,31 @@ def describe_database(settings: Settings) -> str:
     """A one-line, password-free description of where the data lives."""
     if settings.database_url is None:
         return f"embedded PostgreSQL, data in {settings.embedded_data_dir}"
-    from psycopg.conninfo import conninfo_to_dict
-
     info = conninfo_to_dict(settings.database_url)
     host = info.get("host") or "localhost"
     return f"PostgreSQL at {host}:{info.get('port', 5432)}/{info.get('dbname', '')}"
+
+
+async def probe_database(
+    url: str,
+    timeout: float,  # noqa: ASYNC109 - a connect timeout passed to libpq
+    kwargs: dict[str, Any],
+) -> None:
+    """Connects once, directly, so that an unreachable database fails at once, clearly.
+
+    Opening the pool against a server that does not answer would retry for
+    ``timeout`` seconds, log a warning at every attempt, and end in a ``PoolTimeout``
+    that names no cause. One connection attempt instead raises the driver's own
+    reason (refused, unknown host, bad password) as a single error.
+
+    Raises:
+        psycopg.OperationalError: The database cannot be reached.
+    """
+    extra: dict[str, Any] = {}
+    if "connect_timeout" not in conninfo_to_dict(url):  # libpq would otherwise wait forever
+        extra["connect_timeout"] = max(2, round(timeout))
+    connection = await AsyncConnection.connect(url, **kwargs, **extra)
+    await connection.close()
 
 
 @asynccontextmanager
@@ -106,18 +140,25 @@ async def open_saver(
     """
     settings = settings or Settings.from_env()
     url = database_url or resolve_database_url(settings)
+    kwargs = connection_kwargs(settings)
+    await probe_database(url, settings.pool_timeout, kwargs)
     pool: AsyncConnectionPool[AsyncConnection[DictRow]] = AsyncConnectionPool(
         url,
         min_size=1,
         max_size=max_size or settings.pool_max_size,
         timeout=settings.pool_timeout,
-        kwargs=CONNECTION_KWARGS,
+        kwargs=kwargs,
         check=check_connection,
         open=False,
     )
     await pool.open(wait=True, timeout=settings.pool_timeout)
     try:
-        saver = MemagentSaver(pool, url, busy_timeout=settings.thread_busy_timeout)
+        saver = MemagentSaver(
+            pool,
+            url,
+            busy_timeout=settings.thread_busy_timeout,
+            serde_allow=settings.serde_allow,
+        )
         await saver.setup()
         yield saver
     finally:

@@ -19,6 +19,7 @@ from contextlib import asynccontextmanager, contextmanager
 from contextvars import ContextVar
 from typing import Any
 
+import ormsgpack
 import psycopg
 from langchain_core.messages import BaseMessage
 from langchain_core.runnables import RunnableConfig
@@ -34,14 +35,20 @@ from langgraph.checkpoint.base import (
 )
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
-from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
+from langgraph.checkpoint.serde._msgpack import SAFE_MSGPACK_METHODS, SAFE_MSGPACK_TYPES
+from langgraph.checkpoint.serde.jsonplus import (
+    EXT_DELTA_SNAPSHOT,
+    EXT_METHOD_SINGLE_ARG,
+    EXT_NUMPY_ARRAY,
+    JsonPlusSerializer,
+)
 from langgraph.checkpoint.serde.types import _DeltaSnapshot
-from psycopg import AsyncConnection, AsyncCursor
+from psycopg import AsyncClientCursor, AsyncConnection, AsyncCursor
 from psycopg.rows import DictRow, dict_row
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
-from agent.errors import PurgeRefusedError, ThreadBusyError
+from agent.errors import PurgeRefusedError, ThreadBusyError, UnstorableValueError
 from agent.redaction import candidate_patterns, quote_pattern, scrub, scrub_typed
 from agent.state import MEMORY_EVENT_CHANNEL
 from agent.store import sql
@@ -57,6 +64,7 @@ from agent.store.messages import (
     storable_messages,
 )
 from agent.timeline import TimelineEntry, entry_from
+from agent.validation import check_thread_id
 
 logger = logging.getLogger(__name__)
 
@@ -84,14 +92,99 @@ class StoreSerializer(JsonPlusSerializer):
         return super().loads_typed(data)
 
 
-def strict_serializer() -> JsonPlusSerializer:
+_HELD_LEASES: ContextVar[frozenset[tuple[str, str]]] = ContextVar(
+    "memagent_held_leases", default=frozenset()
+)
+"""(saver, thread) of every thread lease the current task holds, and its child tasks.
+
+Makes ``thread_lease`` re-entrant: ``ChatSession`` holds the lease and runs the graph,
+which takes it too; a graph node or tool that calls ``tools.admin`` runs in a child
+task of the run. Without this each would wait for itself until the busy timeout.
+"""
+
+
+def check_config_thread(config: RunnableConfig | None) -> None:
+    """Checks the thread id a checkpoint call addresses, before any query is built.
+
+    Every entry point of the saver calls this first, so a NUL or a lone surrogate
+    from any route (the compiled graph, the server, ``tools.admin``) is a clear
+    ``InvalidThreadIdError``, never ``psycopg.DataError`` or ``UnicodeEncodeError``.
+    A config without a thread (``alist(None)``: all threads) has nothing to check.
+
+    Raises:
+        InvalidThreadIdError: see ``check_thread_id``.
+    """
+    thread_id = (config or {}).get("configurable", {}).get("thread_id")
+    if thread_id is not None:
+        check_thread_id(str(thread_id))
+
+
+class StrictSerializer(StoreSerializer):
+    """langgraph's serializer, refusing to write a value it would not read back as itself.
+
+    On load, a type outside langgraph's safe list and the allow-list comes back as a
+    plain dict (with only a log line), so a user's own dataclass in the state would
+    silently change type at the next turn. Every value is checked as it is written
+    instead: its encoding is walked (no object is built, about an eighth of the
+    encoding's cost) and a type that would not be revived is refused before anything
+    is stored. langgraph's safe lists are private (``_msgpack``); the tests of this
+    check fail if they change shape.
+    """
+
+    def __init__(self, allowed: Iterable[tuple[str, str]] = ()) -> None:
+        self.allowed_types = frozenset(allowed)
+        """``(module, class)`` of the user's own types to revive besides the safe ones."""
+        self._revivable = frozenset(SAFE_MSGPACK_TYPES) | self.allowed_types
+        super().__init__(
+            pickle_fallback=False, allowed_msgpack_modules=list(self.allowed_types) or None
+        )
+
+    def dumps_typed(self, obj: Any) -> tuple[str, bytes]:
+        typed = super().dumps_typed(obj)
+        if typed[0] == "msgpack":
+            unrevivable = self._unrevivable_types(typed[1])
+            if unrevivable:
+                raise UnstorableValueError(unrevivable[0])
+        return typed
+
+    def _unrevivable_types(self, encoded: bytes) -> list[str]:
+        """``module.Class`` of every value in ``encoded`` that loading would leave a dict.
+
+        (An ext hook that raised would be reported by ormsgpack as a bare ValueError,
+        so the hook collects instead.)
+        """
+        found: list[str] = []
+
+        def check(code: int, data: bytes) -> None:
+            value = ormsgpack.unpackb(data, ext_hook=check, option=_UNPACK_OPTION)
+            if code in _EXT_WITHOUT_TYPE:
+                return
+            module, name = value[0], value[1]
+            if code == EXT_METHOD_SINGLE_ARG:
+                revivable = (module, name, value[3]) in SAFE_MSGPACK_METHODS
+            else:
+                revivable = (module, name) in self._revivable
+            if not revivable:
+                found.append(f"{module}.{name}")
+
+        ormsgpack.unpackb(encoded, ext_hook=check, option=_UNPACK_OPTION)
+        return found
+
+
+_UNPACK_OPTION = ormsgpack.OPT_NON_STR_KEYS
+_EXT_WITHOUT_TYPE = frozenset({EXT_DELTA_SNAPSHOT, EXT_NUMPY_ARRAY})
+
+
+def strict_serializer(allowed: Iterable[tuple[str, str]] = ()) -> StrictSerializer:
     """A serializer that rebuilds only types langgraph and LangChain know to be safe.
 
     With no allow-list, a crafted row could name any importable callable and have it
     run on load; with an empty one, only langgraph's built-in safe types (messages,
-    documents, datetimes, ...) are revived and anything else stays inert data.
+    documents, datetimes, ...) are revived, and a value of any other type is refused
+    when written (``StrictSerializer``). ``allowed`` adds the user's own trusted types
+    (``Settings.serde_allow``).
     """
-    return StoreSerializer(pickle_fallback=False, allowed_msgpack_modules=None)
+    return StrictSerializer(allowed)
 
 
 def stamp_memory_event(
@@ -239,8 +332,9 @@ class MemagentSaver(AsyncPostgresSaver):
         conninfo: str,
         *,
         busy_timeout: float = 30.0,
+        serde_allow: Iterable[tuple[str, str]] = (),
     ) -> None:
-        super().__init__(pool, serde=strict_serializer())
+        super().__init__(pool, serde=strict_serializer(serde_allow))
         self.conninfo = conninfo
         self.busy_timeout = busy_timeout
         self.lease_seconds = 600.0
@@ -251,6 +345,34 @@ class MemagentSaver(AsyncPostgresSaver):
         self.request_user: Callable[[], str | None] = lambda: None
         """Who asked for the current call, for the audit of calls the server makes
         directly (``adelete_thread``); the server's factory sets it."""
+        self._lease_scope = uuid.uuid4().hex
+        """Names this saver's leases in ``_HELD_LEASES``."""
+
+    async def aget_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
+        check_config_thread(config)
+        return await super().aget_tuple(config)
+
+    async def alist(
+        self,
+        config: RunnableConfig | None,
+        *,
+        filter: dict[str, Any] | None = None,
+        before: RunnableConfig | None = None,
+        limit: int | None = None,
+    ) -> AsyncIterator[CheckpointTuple]:
+        check_config_thread(config)
+        async for found in super().alist(config, filter=filter, before=before, limit=limit):
+            yield found
+
+    async def aput_writes(
+        self,
+        config: RunnableConfig,
+        writes: Sequence[tuple[str, Any]],
+        task_id: str,
+        task_path: str = "",
+    ) -> None:
+        check_config_thread(config)
+        await super().aput_writes(config, writes, task_id, task_path)
 
     async def aput(
         self,
@@ -267,6 +389,7 @@ class MemagentSaver(AsyncPostgresSaver):
         the range list next and the checkpoint last, so a crash part way leaves at most
         rows nothing refers to, never a checkpoint that refers to a missing row.
         """
+        check_config_thread(config)
         config, metadata = stamp_memory_event(config, checkpoint, metadata, new_versions)
         config, metadata = storable_metadata(config, metadata)
         configurable = config["configurable"]
@@ -530,6 +653,8 @@ class MemagentSaver(AsyncPostgresSaver):
 
     async def aprune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
         """The library's prune, which also drops the message rows nothing refers to any more."""
+        for thread_id in thread_ids:
+            check_thread_id(str(thread_id))
         await super().aprune(thread_ids, strategy=strategy)
         async with self.conn.connection() as conn:
             for thread_id in thread_ids:
@@ -539,21 +664,30 @@ class MemagentSaver(AsyncPostgresSaver):
                 )
 
     async def setup(self) -> None:
-        """Creates or migrates langgraph's tables and memagent's, one process at a time."""
+        """Creates or migrates langgraph's tables and memagent's, one process at a time.
+
+        The lock is held by a transaction on a connection of its own (see
+        ``sql.SETUP_LOCK_KEY``), so this also works through PgBouncer in transaction
+        mode; that connection never prepares statements, for the same reason.
+        """
         async with await AsyncConnection.connect(
-            self.conninfo, autocommit=True, row_factory=dict_row
+            self.conninfo,
+            autocommit=True,
+            prepare_threshold=None,
+            row_factory=dict_row,
+            # The simple query protocol: an extended-protocol portal stays open after
+            # the lock query and keeps its snapshot, which the index builds wait for.
+            cursor_factory=AsyncClientCursor,
         ) as lock_conn:
             while True:
-                cur = await lock_conn.execute(sql.TRY_SETUP_LOCK, (sql.SETUP_LOCK_KEY,))
-                row = await cur.fetchone()
-                if row is not None and row["locked"]:
-                    break
+                async with lock_conn.transaction():
+                    cur = await lock_conn.execute(sql.TRY_SETUP_LOCK, (sql.SETUP_LOCK_KEY,))
+                    row = await cur.fetchone()
+                    if row is not None and row["locked"]:
+                        await super().setup()
+                        await self._migrate_own_tables()
+                        return
                 await asyncio.sleep(0.05)
-            try:
-                await super().setup()
-                await self._migrate_own_tables()
-            finally:
-                await lock_conn.execute(sql.RELEASE_SETUP_LOCK, (sql.SETUP_LOCK_KEY,))
 
     async def _migrate_own_tables(self) -> None:
         async with self.conn.connection() as conn, conn.transaction():
@@ -566,6 +700,7 @@ class MemagentSaver(AsyncPostgresSaver):
 
     async def atimeline(self, thread_id: str, limit: int) -> list[TimelineEntry]:
         """The head's lineage as timeline entries, newest first, without message blobs."""
+        check_thread_id(thread_id)
         async with self.conn.connection() as conn:
             cur = await conn.execute(sql.SELECT_TIMELINE, {"thread_id": thread_id, "limit": limit})
             rows = await cur.fetchall()
@@ -589,12 +724,14 @@ class MemagentSaver(AsyncPostgresSaver):
 
     async def ahas_checkpoint(self, thread_id: str, checkpoint_id: str) -> bool:
         """Whether ``checkpoint_id`` is a root checkpoint of ``thread_id``."""
+        check_thread_id(thread_id)
         async with self.conn.connection() as conn:
             cur = await conn.execute(sql.SELECT_ROOT_CHECKPOINT_EXISTS, (thread_id, checkpoint_id))
             return await cur.fetchone() is not None
 
     async def ahead_id(self, thread_id: str) -> str | None:
         """The id of the thread's head (newest root checkpoint); one index entry, no state."""
+        check_thread_id(thread_id)
         async with self.conn.connection() as conn:
             cur = await conn.execute(sql.SELECT_HEAD_ID, (thread_id,))
             row = await cur.fetchone()
@@ -606,12 +743,14 @@ class MemagentSaver(AsyncPostgresSaver):
         Points are the checkpoints a tree shows (turns, forgets, rewinds); the others
         only connect them. No message blob is read.
         """
+        check_thread_id(thread_id)
         async with self.conn.connection() as conn:
             cur = await conn.execute(sql.SELECT_TREE_LINKS, (thread_id,))
             return list(await cur.fetchall())
 
     async def aturn_inputs(self, thread_id: str, checkpoint_ids: list[str]) -> dict[str, Any]:
         """The user-message write of each given turn point, decoded, by checkpoint id."""
+        check_thread_id(thread_id)
         if not checkpoint_ids:
             return {}
         async with self.conn.connection() as conn:
@@ -632,6 +771,7 @@ class MemagentSaver(AsyncPostgresSaver):
 
     async def adelete_thread_counted(self, thread_id: str) -> dict[str, int]:
         """Deletes every row of a thread in one transaction; rows removed per table."""
+        check_thread_id(thread_id)
         counts: dict[str, int] = {}
         async with self.conn.connection() as conn, conn.transaction():
             for table, statement in sql.DELETE_THREAD:
@@ -652,7 +792,10 @@ class MemagentSaver(AsyncPostgresSaver):
         The server calls this for ``POST /threads/<id>/copy`` (Studio's "copy thread").
         Both threads then share their past (same checkpoint ids) and go their own ways.
         """
-        params = {"source": str(source_thread_id), "target": str(target_thread_id)}
+        params = {
+            "source": check_thread_id(str(source_thread_id)),
+            "target": check_thread_id(str(target_thread_id)),
+        }
         async with self.conn.connection() as conn, conn.transaction():
             for _table, statement in sql.COPY_THREAD:
                 await conn.execute(statement, params)
@@ -692,6 +835,7 @@ class MemagentSaver(AsyncPostgresSaver):
                 was undone by a rewind), so the current conversation holds what the
                 purge would erase; nothing is changed.
         """
+        check_thread_id(thread_id)
         counts = {
             "checkpoint_writes": 0,
             "checkpoints": 0,
@@ -754,6 +898,7 @@ class MemagentSaver(AsyncPostgresSaver):
         Returns:
             Rows changed per table (``memagent_messages``: rows replaced).
         """
+        check_thread_id(thread_id)
         pattern = quote_pattern(quotes)
         binary, text = candidate_patterns(quotes)
         params: dict[str, Any] = {
@@ -844,6 +989,7 @@ class MemagentSaver(AsyncPostgresSaver):
         detail: dict[str, Any] | None = None,
     ) -> None:
         """Appends one content-free line to the audit log."""
+        check_thread_id(thread_id)
         async with self.conn.connection() as conn:
             await conn.execute(
                 sql.INSERT_AUDIT, (operation, thread_id, surface, actor, Jsonb(detail or {}))
@@ -867,11 +1013,72 @@ class MemagentSaver(AsyncPostgresSaver):
         A second holder waits (polling, holding no connection) up to ``timeout``
         seconds, then gets ``ThreadBusyError``. A lease outlives a crashed holder by
         at most ``lease_seconds``; one this saver could not release because the
-        database was unreachable is released by its next lease on the thread.
+        database was unreachable is released by its next lease on the thread. The
+        lease is re-entrant: inside it (and in tasks started inside it) taking it
+        again costs nothing (see ``_HELD_LEASES``).
 
         Raises:
+            InvalidThreadIdError: The thread id cannot be stored.
             ThreadBusyError: The thread stayed busy for ``timeout`` seconds.
         """
+        key = (self._lease_scope, check_thread_id(thread_id))
+        held = _HELD_LEASES.get()
+        if key in held:
+            yield
+            return
+        holder = await self._acquire_lease(thread_id, timeout)
+        _HELD_LEASES.set(held | {key})
+        database_failed = False
+        try:
+            yield
+        except (psycopg.OperationalError, psycopg.InterfaceError):
+            database_failed = True
+            raise
+        finally:
+            _HELD_LEASES.set(held)
+            await self._release_lease(thread_id, holder, database_failed=database_failed)
+
+    @contextmanager
+    def blocking_thread_lease(self, thread_id: str) -> Iterator[None]:
+        """``thread_lease`` for synchronous callers on another thread than the saver's loop.
+
+        The pool belongs to the saver's loop, so the lease is taken and released there,
+        as langgraph's own sync methods of this saver do.
+
+        Raises:
+            asyncio.InvalidStateError: Called on the loop's own thread, where waiting
+                for the loop would hang forever.
+            ThreadBusyError: The thread stayed busy for the busy timeout.
+        """
+        key = (self._lease_scope, check_thread_id(thread_id))
+        held = _HELD_LEASES.get()
+        if key in held:
+            yield
+            return
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is self.loop:
+            raise asyncio.InvalidStateError(
+                "A synchronous call on memagent's saver was made on the saver's own event "
+                "loop thread, where it would wait for itself forever; use the async call "
+                "(ainvoke, astream, aupdate_state) there."
+            )
+        holder = asyncio.run_coroutine_threadsafe(
+            self._acquire_lease(thread_id, None), self.loop
+        ).result()
+        _HELD_LEASES.set(held | {key})
+        try:
+            yield
+        finally:
+            _HELD_LEASES.set(held)
+            asyncio.run_coroutine_threadsafe(
+                self._release_lease(thread_id, holder, database_failed=False), self.loop
+            ).result()
+
+    async def _acquire_lease(self, thread_id: str, timeout: float | None) -> str:  # noqa: ASYNC109
+        """Takes the thread's lease row, waiting up to ``timeout``; returns the holder id."""
         timeout = self.busy_timeout if timeout is None else timeout
         holder = uuid.uuid4().hex
         deadline = time.monotonic() + timeout
@@ -887,24 +1094,22 @@ class MemagentSaver(AsyncPostgresSaver):
                     sql.ACQUIRE_THREAD_LEASE, (thread_id, holder, self.lease_seconds)
                 )
                 if await cur.fetchone() is not None:
-                    break
+                    return holder
             if time.monotonic() >= deadline:
                 raise ThreadBusyError(thread_id)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 0.25)
-        release_wait: float | None = None  # the pool's timeout
+
+    async def _release_lease(self, thread_id: str, holder: str, *, database_failed: bool) -> None:
+        """Gives the lease row back; if the database is gone, the next lease releases it."""
+        # Right after a database failure, do not make the caller wait a second time.
+        release_wait = 1.0 if database_failed else None
         try:
-            yield
+            async with self.conn.connection(timeout=release_wait) as conn:
+                await conn.execute(sql.RELEASE_THREAD_LEASE, (thread_id, holder))
         except (psycopg.OperationalError, psycopg.InterfaceError):
-            release_wait = 1.0  # the database just failed: do not make the caller wait twice
-            raise
-        finally:
-            try:
-                async with self.conn.connection(timeout=release_wait) as conn:
-                    await conn.execute(sql.RELEASE_THREAD_LEASE, (thread_id, holder))
-            except (psycopg.OperationalError, psycopg.InterfaceError):
-                # The database went away during the turn. Raising here would hide why the
-                # turn failed, and the row would keep the thread busy for lease_seconds;
-                # this saver's next lease on the thread releases it instead.
-                logger.warning("could not release the lease on thread %r", thread_id)
-                self._unreleased_leases[thread_id] = holder
+            # Raising here would hide why the turn failed, and the row would keep the
+            # thread busy for lease_seconds; this saver's next lease on the thread
+            # releases it instead.
+            logger.warning("could not release the lease on thread %r", thread_id)
+            self._unreleased_leases[thread_id] = holder

@@ -10,18 +10,22 @@ SETUP_LOCK_KEY = 0x6D656D61  # "mema": one advisory-lock key for all of memagent
 
 Stock ``setup()`` races when several processes start on an empty database: two
 ``CREATE TABLE IF NOT EXISTS`` collide on the catalog and two processes insert the same
-migration version. A session-level advisory lock (held on its own connection, because
-``CREATE INDEX CONCURRENTLY`` in langgraph's migrations cannot run in a transaction)
-lets one process migrate while the others wait, then find nothing left to do.
+migration version. An advisory lock lets one process migrate while the others wait,
+then find nothing left to do. It is a transaction-level lock, held by a transaction
+kept open on a connection of its own while the migrations run on others (``CREATE
+INDEX CONCURRENTLY`` in langgraph's migrations cannot run in a transaction): behind a
+pooler in transaction mode (PgBouncer), a session-level lock would stay on whichever
+server connection the pooler happened to use, and its unlock could go to another one.
 """
 
-# Waiting is a poll of ``pg_try_advisory_lock``, not a blocking ``pg_advisory_lock``: a
-# blocked statement keeps a snapshot open, and ``CREATE INDEX CONCURRENTLY`` in the
-# lock holder's migration waits for every older snapshot to end, so the holder would
-# wait for the waiters while they wait for it (a hang the server cannot detect, since
-# the lock is held on another connection than the index build).
-TRY_SETUP_LOCK = "SELECT pg_try_advisory_lock(%s) AS locked"
-RELEASE_SETUP_LOCK = "SELECT pg_advisory_unlock(%s)"
+# Waiting is a poll of ``pg_try_advisory_xact_lock``, not a blocking
+# ``pg_advisory_xact_lock``: a blocked statement keeps a snapshot open, and ``CREATE
+# INDEX CONCURRENTLY`` in the lock holder's migration waits for every older snapshot to
+# end, so the holder would wait for the waiters while they wait for it (a hang the
+# server cannot detect, since the lock is held on another connection than the index
+# build). The holder's own open transaction has no snapshot between statements (READ
+# COMMITTED), so it does not hold up the index build.
+TRY_SETUP_LOCK = "SELECT pg_try_advisory_xact_lock(%s) AS locked"
 
 # memagent's own tables. Append-only: the position of a migration is its version.
 MIGRATIONS: tuple[str, ...] = (
