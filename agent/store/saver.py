@@ -364,16 +364,6 @@ class MemagentSaver(AsyncPostgresSaver):
         async for found in super().alist(config, filter=filter, before=before, limit=limit):
             yield found
 
-    async def aput_writes(
-        self,
-        config: RunnableConfig,
-        writes: Sequence[tuple[str, Any]],
-        task_id: str,
-        task_path: str = "",
-    ) -> None:
-        check_config_thread(config)
-        await super().aput_writes(config, writes, task_id, task_path)
-
     async def aput(
         self,
         config: RunnableConfig,
@@ -460,6 +450,7 @@ class MemagentSaver(AsyncPostgresSaver):
         its new messages (a few kB), which encode in microseconds, while the hop to a
         thread and back cost about a millisecond of every step under load.
         """
+        check_config_thread(config)
         query = (
             self.UPSERT_CHECKPOINT_WRITES_SQL
             if all(channel in WRITES_IDX_MAP for channel, _ in writes)
