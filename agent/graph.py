@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import AbstractAsyncContextManager, nullcontext
 from typing import Any
@@ -75,7 +76,7 @@ class ChatGraph(CompiledStateGraph[Any, Any, Any, Any]):
         """langgraph's ``astream`` (also behind ``ainvoke`` and ``astream_events``),
         holding the thread's lease from the first read to the last write."""
         async with self._lease(config):
-            async for part in super().astream(input, config, **kwargs):
+            async for part in super().astream(input, _with_run_id(config), **kwargs):
                 yield part
 
     def stream(
@@ -107,6 +108,19 @@ class ChatGraph(CompiledStateGraph[Any, Any, Any, Any]):
         found = self._lease_saver(self._run_config(config))
         with nullcontext() if found is None else found[0].blocking_thread_lease(found[1]):
             return super().bulk_update_state(config, supersteps)
+
+
+def _with_run_id(config: RunnableConfig | None) -> RunnableConfig:
+    """``config`` with a run id in its metadata, which langgraph copies into checkpoints.
+
+    The server and ``ChatSession`` give every run one; a run started on the bare graph
+    gets one here, so the timeline tool can tell its own turn's checkpoints apart.
+    """
+    config = ensure_config(config)
+    metadata = config.get("metadata") or {}
+    if metadata.get("run_id"):
+        return config
+    return {**config, "metadata": {**metadata, "run_id": str(uuid.uuid4())}}
 
 
 def make_graph(

@@ -7,7 +7,7 @@ message. Rewinding there undoes the turn and everything after it.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import datetime
 from typing import Any, Literal
 
@@ -42,6 +42,7 @@ class TimelineEntry:
             from the CLI or code); that turn's own entry follows it.
         redacted: For ``redacted``, how many messages had a detail replaced.
         erased: For ``redacted``, the detail was also erased from every stored copy.
+        run_id: The run (turn) that wrote the checkpoint, when the run had an id.
     """
 
     checkpoint_id: str
@@ -54,6 +55,7 @@ class TimelineEntry:
     in_turn: bool = False
     redacted: int = 0
     erased: bool = False
+    run_id: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict (times as ISO 8601 text)."""
@@ -89,6 +91,18 @@ def entry_from(
     turn_input: Any,
 ) -> TimelineEntry | None:
     """Builds the entry for a checkpoint, or ``None`` when it is not a timeline point."""
+    entry = _entry_from(checkpoint_id, parent_id, ts, metadata, turn_input)
+    run_id = metadata.get("run_id")
+    return replace(entry, run_id=str(run_id)) if entry is not None and run_id else entry
+
+
+def _entry_from(
+    checkpoint_id: str,
+    parent_id: str | None,
+    ts: str | None,
+    metadata: CheckpointMetadata | dict[str, Any],
+    turn_input: Any,
+) -> TimelineEntry | None:
     at = datetime.fromisoformat(ts) if ts else None
     in_turn = metadata.get("source") == "loop"
     if metadata.get("memory_cleared"):
@@ -158,6 +172,19 @@ async def read_timeline(
             found.append(entry)
         item = await saver.aget_tuple(item.parent_config) if item.parent_config else None
     return found
+
+
+def before_run(entries: list[TimelineEntry], run_id: str | None) -> list[TimelineEntry]:
+    """The entries written before the run ``run_id``, for a tool that runs inside it.
+
+    langgraph saves a run's checkpoints in the background while the run goes on, so a
+    tool reading the timeline may or may not find its own turn there yet. Leaving the
+    run's own entries out gives the same answer either way. Without a run id (a graph
+    not built by ``make_graph``), the newest entry is taken to be the current turn.
+    """
+    if run_id is None:
+        return entries[1:]
+    return [entry for entry in entries if entry.run_id != run_id]
 
 
 def undo_target(entries: list[TimelineEntry]) -> str | None:

@@ -571,15 +571,7 @@ async def test_memagent_stores_what_langgraphs_in_memory_saver_stores(
     await assert_reads_are_not_shared(reference.side, reference.threads)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="memagent bug: conversation_timeline reads the saver while langgraph may still "
-    "write the turn's checkpoints and writes in the background, so on PostgreSQL it often "
-    "misses the turn calling it (or lists it with an empty preview) and bases the undo "
-    "hint on stale entries; InMemorySaver has written everything before the tool runs.",
-)
-async def test_the_timeline_tool_sees_the_turn_that_calls_it(
+async def test_the_timeline_tool_lists_the_turns_before_the_one_calling_it(
     savers: tuple[MemagentSaver, MemagentSaver],
 ) -> None:
     side = Side(savers[0])
@@ -592,5 +584,7 @@ async def test_the_timeline_tool_sees_the_turn_that_calls_it(
         result = await side.graph.ainvoke({"messages": [HumanMessage("second")]}, config)
         listed = next(m for m in result["messages"] if m.type == "tool").text.splitlines()
         first_entries.append(listed[1])
-    missed = [entry for entry in first_entries if not entry.endswith('before "second"')]
-    assert not missed, f"{len(missed)} of 10 timelines did not start with the turn: {missed}"
+    # langgraph may still be saving the calling turn in the background when the tool
+    # reads; leaving that turn out makes the answer the same whether or not it is saved.
+    missed = [entry for entry in first_entries if not entry.endswith('before "first"')]
+    assert not missed, f"{len(missed)} of 10 timelines did not start with the turn before: {missed}"

@@ -31,6 +31,7 @@ from agent.timeline import (
     DEFAULT_TIMELINE_LIMIT,
     MAX_TIMELINE_LIMIT,
     UNDO_LOOKBACK,
+    before_run,
     read_timeline,
     render_timeline,
     undo_target,
@@ -70,7 +71,8 @@ FORGET_DETAILS_DESCRIPTION = (
     "the detail."
 )
 TIMELINE_DESCRIPTION = (
-    "List this conversation's turns, newest first: for each, the checkpoint id to pass to "
+    "List this conversation's earlier turns, newest first (the current one is not listed): "
+    "for each, the checkpoint id to pass to "
     "rewind_to (the point just before that user message), its time and the start of the "
     "user's message; forgets and rewinds are marked. `limit`: how many entries, default "
     f"{DEFAULT_TIMELINE_LIMIT}, at most {MAX_TIMELINE_LIMIT}. Use it before rewind_to."
@@ -200,10 +202,12 @@ def create_timeline_tool(*, description: str = TIMELINE_DESCRIPTION) -> BaseTool
         except RequestError as error:
             return error.for_model()
         thread_id = run_thread_id(runtime.config)
-        entries = await read_timeline(saver, thread_id, limit)
-        # The newest turn is the one calling this tool; "undo" means what came before it.
-        lookback = await read_timeline(saver, thread_id, UNDO_LOOKBACK)
-        return render_timeline(entries, undo=undo_target(lookback[1:]))
+        run_id = (runtime.config.get("metadata") or {}).get("run_id")
+        # The turn calling this tool is not listed: "undo" means what came before it.
+        # One extra entry covers the turn's own, when it is saved already.
+        entries = await read_timeline(saver, thread_id, max(limit, UNDO_LOOKBACK) + 1)
+        earlier = before_run(entries, str(run_id) if run_id else None)
+        return render_timeline(earlier[:limit], undo=undo_target(earlier[:UNDO_LOOKBACK]))
 
     return StructuredTool.from_function(
         coroutine=conversation_timeline, name=TIMELINE, description=description
