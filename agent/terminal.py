@@ -75,11 +75,19 @@ class PlainTerminal:
         return text.removesuffix("\n")
 
     async def show_reply(self, parts: AsyncIterator[str]) -> None:
-        """Writes the reply as it streams in, on one ``agent>`` line."""
-        click.echo(REPLY_LABEL, nl=False)
+        """Writes the reply as it streams in, on one ``agent>`` line.
+
+        A turn that only paused to ask the user something (erase for good?) says
+        nothing itself, so it gets no empty ``agent>`` line before the question.
+        """
+        started = False
         async for part in parts:
+            if not started:
+                click.echo(REPLY_LABEL, nl=False)
+                started = True
             click.echo(part, nl=False)
-        click.echo()
+        if started:
+            click.echo()
 
 
 def _settle(future: asyncio.Future[str], text: str) -> None:

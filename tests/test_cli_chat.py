@@ -92,10 +92,10 @@ def test_exit_ignores_its_words_and_timeline_takes_only_a_count() -> None:
     assert out.rstrip().endswith(f"Resume it with: python3 -m agent chat --thread {thread}")
 
 
-def readme_session() -> list[str]:
-    """The README's offline session block, line by line."""
+def readme_session(heading: str = "A session with the offline model") -> list[str]:
+    """A session block of the README (the first under ``### heading``), line by line."""
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
-    block = readme.split("### A session with the offline model\n\n```text\n", 1)[1]
+    block = readme.split(f"### {heading}\n\n```text\n", 1)[1]
     return block.split("```", 1)[0].splitlines()
 
 
@@ -119,6 +119,27 @@ def test_the_readme_session_replays_as_shown() -> None:
     replies = [line for line in replies if line.startswith("agent> ")]
     assert replies == [line for line in lines if line.startswith("agent> ")]
     assert f"Rewound to {real_id.group(1)}." in second
+
+
+@pytest.mark.usefixtures("settings")
+def test_the_readme_detail_session_replays_as_shown() -> None:
+    """Forget one detail, undo, erase it for good after a yes: as the README shows it."""
+    lines = readme_session("Forgetting one detail")
+    typed = [
+        line.removeprefix("you> ") if line.startswith("you> ") else line.rsplit(" ", 1)[1]
+        for line in lines
+        if line.startswith("you> ") or "[y/N]: " in line
+    ]
+
+    out = chat(*typed, thread=f"readme-{uuid.uuid4()}")
+
+    replies = [line.removeprefix("you> ") for line in out.splitlines()]
+    question = next(line for line in lines if "[y/N]: " in line).rsplit(" ", 1)[0]
+    assert question in out
+    replies = [line.split("[y/N]: ")[-1] for line in replies]
+    assert [line for line in replies if line.startswith("agent> ")] == [
+        line for line in lines if line.startswith("agent> ")
+    ]
 
 
 @pytest.mark.usefixtures("settings")
