@@ -7,7 +7,7 @@ message. Rewinding there undoes the turn and everything after it.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any, Literal
 
@@ -91,20 +91,9 @@ def entry_from(
     turn_input: Any,
 ) -> TimelineEntry | None:
     """Builds the entry for a checkpoint, or ``None`` when it is not a timeline point."""
-    entry = _entry_from(checkpoint_id, parent_id, ts, metadata, turn_input)
-    run_id = metadata.get("run_id")
-    return replace(entry, run_id=str(run_id)) if entry is not None and run_id else entry
-
-
-def _entry_from(
-    checkpoint_id: str,
-    parent_id: str | None,
-    ts: str | None,
-    metadata: CheckpointMetadata | dict[str, Any],
-    turn_input: Any,
-) -> TimelineEntry | None:
     at = datetime.fromisoformat(ts) if ts else None
     in_turn = metadata.get("source") == "loop"
+    run_id = str(metadata["run_id"]) if metadata.get("run_id") else None
     if metadata.get("memory_cleared"):
         reason = metadata.get("reason")
         return TimelineEntry(
@@ -114,6 +103,7 @@ def _entry_from(
             "forget",
             reason=str(reason) if reason else None,
             in_turn=in_turn,
+            run_id=run_id,
         )
     if "memory_redacted" in metadata:
         reason = metadata.get("reason")
@@ -126,14 +116,23 @@ def _entry_from(
             in_turn=in_turn,
             redacted=int(str(metadata.get("memory_redacted") or 0)),
             erased=bool(metadata.get("memory_erased")),
+            run_id=run_id,
         )
     if rewound_to := metadata.get("rewound_to"):
         return TimelineEntry(
-            checkpoint_id, parent_id, at, "rewind", rewound_to=str(rewound_to), in_turn=in_turn
+            checkpoint_id,
+            parent_id,
+            at,
+            "rewind",
+            rewound_to=str(rewound_to),
+            in_turn=in_turn,
+            run_id=run_id,
         )
     if metadata.get("source") == "input":
         text = first_user_text(turn_input)
-        return TimelineEntry(checkpoint_id, parent_id, at, "turn", preview=preview_text(text))
+        return TimelineEntry(
+            checkpoint_id, parent_id, at, "turn", preview=preview_text(text), run_id=run_id
+        )
     return None
 
 

@@ -283,8 +283,19 @@ def storable_metadata(
     return {**config, "metadata": {}, "configurable": configurable}, merged
 
 
+def memory_metadata(
+    config: RunnableConfig,
+    checkpoint: Checkpoint,
+    metadata: CheckpointMetadata,
+    new_versions: ChannelVersions,
+) -> tuple[RunnableConfig, CheckpointMetadata]:
+    """What a checkpoint is stored with: memory markers on, run data kept to what is needed."""
+    config, metadata = stamp_memory_event(config, checkpoint, metadata, new_versions)
+    return storable_metadata(config, metadata)
+
+
 class MemoryMetadataMixin:
-    """Adds ``stamp_memory_event`` and ``storable_metadata`` to a saver's ``put``/``aput``."""
+    """Adds ``memory_metadata`` to an ``InMemorySaver``'s ``put`` (its ``aput`` calls it)."""
 
     def put(
         self,
@@ -293,20 +304,8 @@ class MemoryMetadataMixin:
         metadata: CheckpointMetadata,
         new_versions: ChannelVersions,
     ) -> RunnableConfig:
-        config, metadata = stamp_memory_event(config, checkpoint, metadata, new_versions)
-        config, metadata = storable_metadata(config, metadata)
+        config, metadata = memory_metadata(config, checkpoint, metadata, new_versions)
         return super().put(config, checkpoint, metadata, new_versions)  # type: ignore[misc]
-
-    async def aput(
-        self,
-        config: RunnableConfig,
-        checkpoint: Checkpoint,
-        metadata: CheckpointMetadata,
-        new_versions: ChannelVersions,
-    ) -> RunnableConfig:
-        config, metadata = stamp_memory_event(config, checkpoint, metadata, new_versions)
-        config, metadata = storable_metadata(config, metadata)
-        return await super().aput(config, checkpoint, metadata, new_versions)  # type: ignore[misc]
 
 
 class MemagentInMemorySaver(MemoryMetadataMixin, InMemorySaver):
@@ -380,8 +379,7 @@ class MemagentSaver(AsyncPostgresSaver):
         rows nothing refers to, never a checkpoint that refers to a missing row.
         """
         check_config_thread(config)
-        config, metadata = stamp_memory_event(config, checkpoint, metadata, new_versions)
-        config, metadata = storable_metadata(config, metadata)
+        config, metadata = memory_metadata(config, checkpoint, metadata, new_versions)
         configurable = config["configurable"]
         thread_id = str(configurable["thread_id"])
         checkpoint_ns = configurable["checkpoint_ns"]
