@@ -42,7 +42,8 @@ from psycopg.rows import dict_row
 from agent import auth as memagent_auth
 from agent.checkpointer import MemagentSaver, open_saver
 from agent.model import OFFLINE_LABEL
-from tests.helpers import claims, serving_jwks
+from agent.prompts import ERASE_CONFIRMATION, ERASE_DECLINED, ERASE_QUESTION, REMOVED_MARKER
+from tests.helpers import claims, raw_hits, serving_jwks
 
 PROJECT = Path(__file__).resolve().parents[1]
 LANGGRAPH = Path(sys.executable).parent / "langgraph"
@@ -875,3 +876,121 @@ def test_the_web_page_in_the_server_takes_the_same_tokens(auth_server: Server) -
     )
     assert mine.status_code == 200
     assert mine.json() == {"threads": []}
+
+
+# --- human in the loop, and history on the message-once storage (issues 13, 11) -----
+
+
+def unique_address() -> str:
+    """An address said in one test only, so a scan of the shared database finds only it."""
+    return f"Elm-{uuid.uuid4().hex[:10]} 12 Main St"
+
+
+def ask_erase_for_good(client: SyncLangGraphClient, thread_id: str, address: str) -> Any:
+    """Tells the offline model an address, then to forget it for good; the run pauses."""
+    say(client, thread_id, f"my address is {address}")
+    say(client, thread_id, "my name is Ada")
+    turn: Any = {"messages": [{"role": "user", "content": "forget my address for good"}]}
+    return client.runs.wait(thread_id, GRAPH, input=turn)
+
+
+def thread_tables(database_url: str) -> list[str]:
+    """Every table with a ``thread_id`` column: where a thread's rows can be."""
+    found = rows(
+        database_url,
+        "SELECT table_name FROM information_schema.columns"
+        " WHERE table_schema = 'public' AND column_name = 'thread_id' ORDER BY table_name",
+    )
+    return [r["table_name"] for r in found]
+
+
+def thread_snapshot(database_url: str, thread_id: str) -> dict[str, set[str]]:
+    """Every row of a thread in every table, each as its full text."""
+    return {
+        table: {
+            r["row"]
+            for r in rows(
+                database_url,
+                f"SELECT t::text AS row FROM {table} t WHERE thread_id = %s",
+                thread_id,
+            )
+        }
+        for table in thread_tables(database_url)
+    }
+
+
+def test_erase_for_good_is_an_sdk_interrupt_and_a_yes_erases_every_copy(server: Server) -> None:
+    """The run pauses with a normal interrupt; ``Command(resume=True)`` erases for good."""
+    client = server.client()
+    thread_id = client.threads.create()["thread_id"]
+    address = unique_address()
+
+    paused = ask_erase_for_good(client, thread_id, address)
+
+    question = {
+        "action": "erase_for_good",
+        "question": ERASE_QUESTION,
+        "thread_id": thread_id,
+        "quotes": [address],
+    }
+    assert [i["value"] for i in paused["__interrupt__"]] == [question], paused
+    state: Any = client.threads.get_state(thread_id)
+    assert state["next"] == ["apply_memory"]
+    assert [i["value"] for i in state["interrupts"]] == [question]
+    waiting = [t for t in state["tasks"] if t["interrupts"]]
+    assert [(t["name"], [i["value"] for i in t["interrupts"]]) for t in waiting] == [
+        ("apply_memory", [question])
+    ]
+    assert client.threads.get(thread_id)["status"] == "interrupted"
+    assert raw_hits(server.database_url, address)  # nothing erased yet
+
+    client.runs.wait(thread_id, GRAPH, command={"resume": True})
+
+    assert raw_hits(server.database_url, address) == {}
+    assert client.threads.get(thread_id)["status"] == "idle"
+    head = state_messages(client, thread_id)
+    assert texts(head, "human")[:2] == [f"my address is {REMOVED_MARKER}", "my name is Ada"]
+    assert texts(head, "ai")[-1] == ERASE_CONFIRMATION
+    entries = history(client, thread_id)
+    for entry in entries:  # every checkpoint still loads, none holds the address
+        at = client.threads.get_state(thread_id, checkpoint_id=checkpoint_id(entry))
+        assert address.lower() not in json.dumps(at["values"]).lower()
+    assert "Ada" in texts(say(client, thread_id, "what is my name?"), "ai")[-1]
+    assert address.lower() not in json.dumps(state_messages(client, thread_id)).lower()
+
+    audit = rows(
+        server.database_url,
+        "SELECT operation, surface, actor, detail FROM memagent_audit WHERE thread_id = %s",
+        thread_id,
+    )
+    assert [(a["operation"], a["surface"]) for a in audit] == [("forget_details", "server")]
+    detail = audit[0]["detail"]
+    assert detail["confirmed"] is True and detail["memagent_messages"] >= 1
+    assert all(isinstance(value, int) for value in detail.values()), detail  # counts only
+
+
+@pytest.mark.parametrize("answer", [False, "no"])
+def test_erase_for_good_resumed_with_no_erases_nothing(server: Server, answer: Any) -> None:
+    """``Command(resume=False)``: every row stays as it was, the address is still known."""
+    client = server.client()
+    thread_id = client.threads.create()["thread_id"]
+    address = unique_address()
+    ask_erase_for_good(client, thread_id, address)
+    hits = raw_hits(server.database_url, address)
+    before = thread_snapshot(server.database_url, thread_id)
+
+    client.runs.wait(thread_id, GRAPH, command={"resume": answer})
+
+    after = thread_snapshot(server.database_url, thread_id)
+    for table, kept in before.items():
+        if table not in ("memagent_message_seq", "memagent_thread_leases"):  # counters, leases
+            assert kept <= after[table], table  # no row changed or went
+    assert raw_hits(server.database_url, address) == hits
+    head = state_messages(client, thread_id)
+    assert texts(head, "human")[0] == f"my address is {address}"
+    assert texts(head, "ai")[-1] == ERASE_DECLINED
+    assert client.threads.get(thread_id)["status"] == "idle"
+    audit = rows(
+        server.database_url, "SELECT detail FROM memagent_audit WHERE thread_id = %s", thread_id
+    )
+    assert [a["detail"] for a in audit] == [{"confirmed": False}]
