@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import itertools
 import json
 import os
 import secrets
@@ -994,3 +995,179 @@ def test_erase_for_good_resumed_with_no_erases_nothing(server: Server, answer: A
         server.database_url, "SELECT detail FROM memagent_audit WHERE thread_id = %s", thread_id
     )
     assert [a["detail"] for a in audit] == [{"confirmed": False}]
+
+
+def message_view(message: Any) -> tuple[Any, ...]:
+    """What a message says, alike for an SDK dict and a message object (ids left out)."""
+    get = message.get if isinstance(message, dict) else lambda key: getattr(message, key, None)
+    calls = [(c["name"], c["args"]) for c in get("tool_calls") or []]
+    return (get("type"), get("content"), calls, get("tool_call_id"))
+
+
+def root_checkpoint_ids(database_url: str, thread_id: str) -> set[str]:
+    """The thread's root checkpoints, as stored."""
+    found = rows(
+        database_url,
+        "SELECT checkpoint_id FROM checkpoints WHERE thread_id = %s AND checkpoint_ns = ''",
+        thread_id,
+    )
+    return {r["checkpoint_id"] for r in found}
+
+
+async def test_history_lists_every_checkpoint_with_its_messages(server: Server) -> None:
+    """``get_history`` gives every stored checkpoint, each with the messages
+    langgraph's ``InMemorySaver`` has at the same step of the same conversation."""
+    from langgraph.checkpoint.memory import InMemorySaver
+
+    from agent.graph import make_graph
+    from agent.model import OfflineChatModel
+
+    script = (
+        "my name is Ada",
+        "my color is green",
+        "forget this",
+        "my pet is a cat",
+        "my address is 1 Elm Rd",
+        "forget my address",
+        "what is my pet?",
+    )
+    client = server.client()
+    thread_id = client.threads.create()["thread_id"]
+    reference = make_graph(OfflineChatModel(), checkpointer=InMemorySaver())
+    config: RunnableConfig = {"configurable": {"thread_id": "reference"}}
+    for text in script:
+        say(client, thread_id, text)
+        await reference.ainvoke({"messages": [{"role": "user", "content": text}]}, config)
+
+    entries = history(client, thread_id)
+    expected = [snapshot async for snapshot in reference.aget_state_history(config)]
+    assert {checkpoint_id(h) for h in entries} == root_checkpoint_ids(
+        server.database_url, thread_id
+    )
+    assert len(entries) == len(expected)
+    for entry, snapshot in zip(entries, expected, strict=True):
+        assert (entry["metadata"]["source"], entry["metadata"]["step"]) == (
+            snapshot.metadata["source"],  # type: ignore[index]
+            snapshot.metadata["step"],  # type: ignore[index]
+        )
+        assert entry["next"] == list(snapshot.next)
+        assert [message_view(m) for m in entry["values"].get("messages", [])] == [
+            message_view(m) for m in snapshot.values.get("messages", [])
+        ]
+    # A message keeps its id from checkpoint to checkpoint until a memory change.
+    for child, parent in itertools.pairwise(entries):
+        assert child["parent_checkpoint"]["checkpoint_id"] == checkpoint_id(parent)
+        if {"memory_cleared", "memory_redacted"} & set(child["metadata"]):
+            continue
+        ids = [m["id"] for m in parent["values"].get("messages", [])]
+        assert [m["id"] for m in child["values"].get("messages", [])][: len(ids)] == ids
+
+
+def test_fork_from_an_old_checkpoint_leaves_the_old_branch_intact(server: Server) -> None:
+    """``update_state`` at an old checkpoint and a run: a new branch; the old one as it was."""
+    client = server.client()
+    thread_id = client.threads.create()["thread_id"]
+    for text in ("my name is Ada", "my color is green", "my pet is a cat"):
+        say(client, thread_id, text)
+    old = checkpoint_id(turn_points(client, thread_id)[1])  # before "my color is green"
+    old_branch = {checkpoint_id(h): h["values"] for h in history(client, thread_id)}
+
+    client.threads.update_state(
+        thread_id,
+        {"messages": [{"role": "user", "content": "my color is blue"}]},
+        checkpoint_id=old,
+    )
+    answer = texts(say(client, thread_id, "what is my color?"), "ai")[-1]
+
+    assert "blue" in answer and "green" not in answer
+    assert texts(state_messages(client, thread_id), "human") == [
+        "my name is Ada",
+        "my color is blue",
+        "what is my color?",
+    ]
+    entries = {checkpoint_id(h): h for h in history(client, thread_id)}
+    assert set(old_branch) < set(entries)
+    for cid, values in old_branch.items():
+        assert entries[cid]["values"] == values
+        assert client.threads.get_state(thread_id, checkpoint_id=cid)["values"] == values
+    lineage, cid = [], checkpoint_id(history(client, thread_id)[0])
+    while cid != old:
+        lineage.append(cid)
+        cid = entries[cid]["parent_checkpoint"]["checkpoint_id"]
+    assert not set(lineage) & set(old_branch)  # the new branch forks off right at ``old``
+    assert "pet" not in json.dumps(state_messages(client, thread_id))
+
+
+async def test_a_copy_continues_alone_and_outlives_its_original(server: Server) -> None:
+    """``threads.copy``: the same history; both go on apart; deleting the original
+    leaves every checkpoint of the copy loadable, read cold from the database."""
+    client = server.client()
+    thread_id = client.threads.create()["thread_id"]
+    for text in ("my name is Ada", "my address is 1 Elm Rd", "forget my address", "hi"):
+        say(client, thread_id, text)
+    copied: Any = client.threads.copy(thread_id)  # type: ignore[func-returns-value]
+    copy_id = copied["thread_id"]
+
+    def past(thread: str) -> list[tuple[Any, ...]]:
+        return [
+            (
+                checkpoint_id(h),
+                (h["parent_checkpoint"] or {}).get("checkpoint_id"),
+                h["next"],
+                h["values"],
+            )
+            for h in history(client, thread)
+        ]
+
+    shared = past(thread_id)
+    assert past(copy_id) == shared
+    say(client, copy_id, "my pet is a dog")
+    say(client, thread_id, "my pet is a cat")
+    assert texts(state_messages(client, copy_id), "human")[-1] == "my pet is a dog"
+    assert texts(state_messages(client, thread_id), "human")[-1] == "my pet is a cat"
+    assert past(copy_id)[-len(shared) :] == shared
+
+    client.threads.delete(thread_id)
+
+    copy_past = past(copy_id)
+    assert copy_past[-len(shared) :] == shared
+    async with open_saver(database_url=server.database_url) as cold:
+        stored = root_checkpoint_ids(server.database_url, copy_id)
+        assert stored == {entry[0] for entry in copy_past}
+        for cid, _, _, values in copy_past:
+            found = await cold.aget_tuple(
+                {"configurable": {"thread_id": copy_id, "checkpoint_ns": "", "checkpoint_id": cid}}
+            )
+            assert found is not None
+            messages = found.checkpoint["channel_values"].get("messages") or []
+            assert [message_view(m) for m in messages] == [
+                message_view(m) for m in values.get("messages", [])
+            ]
+            assert [m.id for m in messages] == [m["id"] for m in values.get("messages", [])]
+    assert "dog" in texts(say(client, copy_id, "what is my pet?"), "ai")[-1]
+
+
+def test_delete_leaves_no_row_of_the_thread_in_any_table(server: Server) -> None:
+    """Delete reaches memagent's message rows too: a detail said only in the thread is
+    in no row of any table afterwards; only the content-free audit line stays."""
+    client = server.client()
+    thread_id = client.threads.create()["thread_id"]
+    address = unique_address()
+    for text in (f"my address is {address}", "forget my address", "forget this", "undo"):
+        say(client, thread_id, text)
+    counts = {t: len(r) for t, r in thread_snapshot(server.database_url, thread_id).items()}
+    assert counts["memagent_messages"] > 0 and counts["checkpoint_writes"] > 0
+
+    client.threads.delete(thread_id)
+
+    left = {t: r for t, r in thread_snapshot(server.database_url, thread_id).items() if r}
+    # The audit log outlives a delete (SPEC); the message counter never reuses a number.
+    assert set(left) <= {"memagent_audit", "memagent_message_seq"}, left
+    assert raw_hits(server.database_url, address) == {}
+    audit = rows(
+        server.database_url,
+        "SELECT operation, detail FROM memagent_audit WHERE thread_id = %s ORDER BY id",
+        thread_id,
+    )
+    assert [a["operation"] for a in audit][-1] == "delete"
+    assert audit[-1]["detail"]["memagent_messages"] == counts["memagent_messages"]
