@@ -29,8 +29,8 @@ from agent.prompts import REMOVED_MARKER
 from agent.session import ChatSession
 from agent.settings import Settings
 from agent.timeline import read_timeline
-from tests.conftest import table_counts
 from tests.fakes import ScriptedChatModel, call, check_provider_valid
+from tests.helpers import table_counts
 from tools import admin
 from tools.memory import FORGET_DETAILS, REWIND
 

@@ -19,7 +19,6 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -28,8 +27,6 @@ from typing import Any
 import psycopg
 import pytest
 from langchain_core.messages import AIMessage, BaseMessage
-from langchain_core.runnables import RunnableConfig
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from agent.checkpointer import MemagentSaver, open_saver
 from agent.errors import DatabaseUnavailableError
@@ -38,8 +35,8 @@ from agent.session import ChatSession
 from agent.settings import Settings
 from agent.store import sql
 from agent.timeline import read_timeline
-from tests.conftest import table_counts
 from tests.fakes import ScriptedChatModel
+from tests.helpers import config, create_database, table_counts
 from tools import admin
 
 HANG_GUARD = 60.0
@@ -74,13 +71,9 @@ def session_on(saver: MemagentSaver, *script: Any) -> tuple[ChatSession, Scripte
     return ChatSession(make_graph(model, checkpointer=saver), saver), model
 
 
-def config_of(thread_id: str) -> RunnableConfig:
-    return {"configurable": {"thread_id": thread_id}}
-
-
 async def conversation(session: ChatSession, thread_id: str) -> list[tuple[str, str]]:
     """The head's messages as (kind, text), what the next turn will see."""
-    state = await session.graph.aget_state(config_of(thread_id))
+    state = await session.graph.aget_state(config(thread_id))
     return [(m.type, m.text) for m in state.values.get("messages", [])]
 
 
@@ -184,12 +177,7 @@ class OwnServer:
                 time.sleep(1)
 
     def new_database(self) -> str:
-        name = f"memagent_restart_{uuid.uuid4().hex[:8]}"
-        with psycopg.connect(self.url, autocommit=True) as conn:
-            conn.execute(f'CREATE DATABASE "{name}"')
-        params = conninfo_to_dict(self.url)
-        params["dbname"] = name
-        return make_conninfo("", **params)
+        return create_database(self.url, "memagent_restart")
 
     def close(self) -> None:
         # After a restart pgserver's handle still points at the old postmaster and
@@ -283,7 +271,7 @@ async def test_a_turn_the_outage_interrupted_fails_clearly_and_resumes_on_retry(
             ("human", "second"),
             ("ai", "answer to second"),
         ]
-        state = await reopened_session.graph.aget_state(config_of("t"))
+        state = await reopened_session.graph.aget_state(config("t"))
         assert state.next == ()  # nothing left half done
         turns = [e.preview for e in await read_timeline(reopened, "t", 10) if e.kind == "turn"]
         assert turns == ["second", "hello"]
@@ -347,7 +335,7 @@ async def test_a_rewind_waits_for_the_running_turn_then_applies(saver: MemagentS
 
     # The rewind came last and holds: back to before "one" (its confirmation aside).
     assert [text for kind, text in await conversation(session, "t") if kind == "human"] == []
-    history = [s async for s in session.graph.aget_state_history(config_of("t"))]
+    history = [s async for s in session.graph.aget_state_history(config("t"))]
     said = {m.text for s in history for m in s.values.get("messages", [])}
     assert {"two", "reply to two"} <= said  # the turn is not lost: it can be rewound to
 

@@ -28,8 +28,8 @@ from agent.errors import InvalidThreadIdError, ThreadBusyError, UnstorableValueE
 from agent.graph import make_graph
 from agent.session import ChatSession
 from agent.settings import Settings, SettingsError
-from tests.conftest import table_counts
 from tests.fakes import ScriptedChatModel
+from tests.helpers import table_counts
 from tools import admin
 
 HANG_GUARD = 60.0
