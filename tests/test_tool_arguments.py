@@ -61,7 +61,7 @@ def test_the_fake_model_numbers_its_calls_and_answers_ok_when_the_script_ends() 
 
 def test_a_mid_turn_rewind_target_is_made_provider_valid() -> None:
     """``provider_valid`` drops unanswered calls and orphan results, keeps the rest."""
-    answered = [ai_calling("a"), ToolMessage("r", tool_call_id="a")]
+    answered: list[AnyMessage] = [ai_calling("a"), ToolMessage("r", tool_call_id="a")]
     messages: list[AnyMessage] = [
         HumanMessage("hi"),
         *answered,
