@@ -1,8 +1,9 @@
 """The code's shape: imports run only down the layers, and only agent and tools install.
 
-The layers, bottom to top, are the ones the README's Layout section describes. A new
-module fails ``test_every_module_has_a_layer`` until it is placed in ``LAYERS``, so
-where it sits is a decision, not an accident.
+The layers, bottom to top, are in ``LAYERS``: inputs and errors, then storage, the
+memory operations, the tools, the graph, sessions, and the CLI, auth and web on top. A
+new module fails ``test_every_module_has_a_layer`` until it is placed there, so where it
+sits is a decision, not an accident.
 """
 
 from __future__ import annotations
