@@ -99,7 +99,13 @@ def rows(database_url: str, query: str, *params: Any) -> list[dict[str, Any]]:
         return list(conn.execute(query, params).fetchall())
 
 
-def _count(conn: psycopg.Connection[Any], query: sql.Composed, params: Any = ()) -> int:
+def count(database_url: str, query: str, *params: Any) -> int:
+    """Runs a ``SELECT count(*) ...`` on ``database_url``; the count."""
+    with psycopg.connect(database_url) as conn:
+        return _count(conn, sql.SQL(query), params)
+
+
+def _count(conn: psycopg.Connection[Any], query: sql.SQL | sql.Composed, params: Any = ()) -> int:
     row = conn.execute(query, params).fetchone()
     assert row is not None
     return int(row[0])

@@ -43,8 +43,8 @@ from tests.helpers import (
     THREAD_TABLES,
     SessionChat,
     config,
+    count,
     raw_rows,
-    rows,
     table_counts,
     tables_present,
 )
@@ -67,12 +67,11 @@ async def chat(settings: Settings) -> AsyncIterator[SessionChat]:
 
 def memory_marked(database_url: str) -> int:
     """Checkpoints anywhere that carry a forget or rewind marker."""
-    marked = rows(
+    return count(
         database_url,
-        "SELECT count(*) AS n FROM checkpoints "
+        "SELECT count(*) FROM checkpoints "
         "WHERE metadata ? 'rewound_to' OR metadata ? 'memory_cleared'",
     )
-    return int(marked[0]["n"])
 
 
 # --- 8. hostile text -----------------------------------------------------------------

@@ -47,6 +47,14 @@ def snapshot(history: list[Any]) -> dict[str, list[str]]:
     }
 
 
+async def three_turns(saver: BaseCheckpointSaver[Any]) -> Chat:
+    """A thread where the user said "first", "second", "third" and heard "one", "two", "three"."""
+    chat = Chat(saver)
+    for text, reply in (("first", "one"), ("second", "two"), ("third", "three")):
+        await chat.say(text, reply)
+    return chat
+
+
 # --- forget_conversation -------------------------------------------------------------
 
 
@@ -128,10 +136,7 @@ async def test_forget_on_an_empty_thread_and_twice_is_harmless(
 async def test_rewind_restores_the_target_and_forks_from_it(
     any_saver: BaseCheckpointSaver[Any],
 ) -> None:
-    chat = Chat(any_saver)
-    await chat.say("first", "one")
-    await chat.say("second", "two")
-    await chat.say("third", "three")
+    chat = await three_turns(any_saver)
     target = (await chat.turn_points())[1]  # before "second"
     target_state = await chat.graph.aget_state(
         {"configurable": {"thread_id": chat.thread_id, "checkpoint_id": target}}
@@ -155,10 +160,7 @@ async def test_rewind_restores_the_target_and_forks_from_it(
 async def test_a_rewind_can_be_undone_by_rewinding_forward(
     any_saver: BaseCheckpointSaver[Any],
 ) -> None:
-    chat = Chat(any_saver)
-    await chat.say("first", "one")
-    await chat.say("second", "two")
-    await chat.say("third", "three")
+    chat = await three_turns(any_saver)
     points = await chat.turn_points()  # before third, before second, before first
     await chat.rewind(points[1])
     assert "two" not in texts(await chat.messages())
