@@ -1,7 +1,8 @@
 """The code's shape: imports run only down the layers, and only agent and tools install.
 
-The layers, bottom to top, are in ``LAYERS``: inputs and errors, then storage, the
-memory operations, the tools, the graph, sessions, and the CLI, auth and web on top. A
+The layers, bottom to top, are in ``LAYERS``: settings, errors and messages, then
+inputs, storage, the memory operations, the tools, the graph, sessions, and the CLI,
+terminal, auth and web on top. A
 new module fails ``test_every_module_has_a_layer`` until it is placed there, so where it
 sits is a decision, not an accident.
 """
@@ -24,14 +25,14 @@ CHECKOUT_ONLY = ("tests", "bench")
 """Top-level folders a checkout runs and installed code must never import."""
 
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("agent", "agent.errors", "agent.settings", "agent.prompts"),
+    ("agent", "agent.errors", "agent.settings", "agent.prompts", "agent.startup"),
     ("agent.validation", "agent.state", "agent.timeline"),
     ("agent.store", "agent.store.*", "agent.checkpointer"),
     ("agent.operations", "agent.model"),
     ("tools", "tools.memory", "tools.admin"),
     ("agent.graph",),
     ("agent.session", "agent.sync"),
-    ("agent.cli", "agent.auth", "agent.web*", "agent.__main__"),
+    ("agent.cli", "agent.terminal", "agent.auth", "agent.web*", "agent.__main__"),
 )
 """Module name patterns per layer, bottom to top (``fnmatch``, as ``agent.store.*``)."""
 
