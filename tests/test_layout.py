@@ -26,7 +26,7 @@ CHECKOUT_ONLY = ("tests", "bench")
 
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("agent", "agent.errors", "agent.settings", "agent.prompts", "agent.startup"),
-    ("agent.validation", "agent.state", "agent.timeline"),
+    ("agent.validation", "agent.state", "agent.timeline", "agent.redaction"),
     ("agent.store", "agent.store.*", "agent.checkpointer"),
     ("agent.operations", "agent.model"),
     ("tools", "tools.memory", "tools.admin"),
