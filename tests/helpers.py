@@ -14,7 +14,7 @@ import subprocess
 import sys
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -29,7 +29,9 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from jwt.algorithms import RSAAlgorithm
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMessage
 from langchain_core.runnables import RunnableConfig
+from langchain_core.tools import BaseTool
 from langgraph.checkpoint.base import BaseCheckpointSaver
+from langgraph.types import Command
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.rows import dict_row
@@ -39,7 +41,7 @@ from agent.session import ChatSession
 from agent.store.saver import MemagentSaver
 from agent.timeline import read_timeline
 from tests.fakes import ScriptedChatModel, call
-from tools.memory import FORGET, REWIND
+from tools.memory import FORGET, FORGET_DETAILS, REWIND
 
 PROJECT = Path(__file__).resolve().parents[1]
 README = PROJECT / "README.md"
@@ -159,8 +161,6 @@ def tables_present(database_url: str) -> set[str]:
     return {row["tablename"] for row in found}
 
 
-# Text, JSON and bytes columns: everything a message, a reason or a serialized blob
-# could be stored in. Other types (numbers, times) cannot hold a needle.
 _SEARCHABLE_COLUMNS = """
 SELECT c.table_schema, c.table_name, c.column_name, c.data_type
 FROM information_schema.columns c
@@ -170,6 +170,35 @@ WHERE t.table_type = 'BASE TABLE'
   AND c.data_type IN ('text', 'character varying', 'character', 'json', 'jsonb', 'bytea')
 ORDER BY c.table_schema, c.table_name, c.ordinal_position
 """
+
+
+def _searchable_columns(conn: psycopg.Connection[Any]) -> list[tuple[str, str, str, str]]:
+    """(schema, table, column, type) of every text, JSON and bytes column of the database.
+
+    Everything a message, a reason or a serialized blob could be stored in; other types
+    (numbers, times) cannot hold a needle. Read from ``information_schema``, so a table
+    added later is searched without a change here.
+    """
+    return [tuple(row) for row in conn.execute(_SEARCHABLE_COLUMNS).fetchall()]
+
+
+def needle_columns(database_url: str, needle: str) -> dict[str, int]:
+    """Rows holding ``needle`` in any case, per ``table.column``, only where it is found.
+
+    For a detail a user may have typed in any case: bytes are compared as escaped text,
+    so a UTF-8 needle is found inside a msgpack blob too. ``{}`` means "nowhere".
+    """
+    hits: dict[str, int] = {}
+    with psycopg.connect(database_url) as conn:
+        for schema, table, column, data_type in _searchable_columns(conn):
+            value = "encode({}, 'escape')" if data_type == "bytea" else "{}::text"
+            query = sql.SQL("SELECT count(*) FROM {} WHERE " + value + " ILIKE %s").format(
+                sql.Identifier(schema, table), sql.Identifier(column)
+            )
+            if found := _count(conn, query, (f"%{needle}%",)):
+                name = table if schema == "public" else f"{schema}.{table}"
+                hits[f"{name}.{column}"] = found
+    return hits
 
 
 def canary_rows(database_url: str, needle: str) -> dict[str, int]:
@@ -185,7 +214,7 @@ def canary_rows(database_url: str, needle: str) -> dict[str, int]:
     params = {"text": needle, "raw": needle.encode()}
     columns: dict[tuple[str, str], list[sql.Composable]] = {}
     with psycopg.connect(database_url) as conn:
-        for schema, table, column, data_type in conn.execute(_SEARCHABLE_COLUMNS).fetchall():
+        for schema, table, column, data_type in _searchable_columns(conn):
             test = (
                 "position(%(raw)s::bytea in {}) > 0"
                 if data_type == "bytea"
@@ -221,34 +250,55 @@ class Chat:
     """One thread of memagent's graph, driven by a scripted model, with ways to inspect it.
 
     Works on any langgraph saver, so a test can run on PostgreSQL and in memory alike.
+    Each turn returns the run's result: the state's values, plus ``__interrupt__`` when
+    the graph stopped to ask (an erase for good waits for a confirmation).
     """
 
-    def __init__(self, saver: BaseCheckpointSaver[Any], thread_id: str | None = None) -> None:
+    def __init__(
+        self,
+        saver: BaseCheckpointSaver[Any],
+        thread_id: str | None = None,
+        *,
+        extra_tools: Sequence[BaseTool] = (),
+    ) -> None:
         self.saver = saver
         self.model = ScriptedChatModel()
-        self.graph = make_graph(self.model, checkpointer=saver)
+        self.graph = make_graph(self.model, checkpointer=saver, extra_tools=extra_tools)
         self.thread_id = thread_id or str(uuid.uuid4())
 
     @property
     def config(self) -> RunnableConfig:
         return config(self.thread_id)
 
-    async def say(self, text: str, *replies: AIMessage | str) -> list[BaseMessage]:
+    async def say(self, text: str, *replies: AIMessage | str) -> dict[str, Any]:
         """One turn: the model answers with ``replies`` (default: "ok")."""
         self.model.script.extend(replies or ["ok"])
-        result = await self.graph.ainvoke({"messages": [HumanMessage(text)]}, self.config)
-        messages: list[BaseMessage] = result["messages"]
-        return messages
+        result: dict[str, Any] = await self.graph.ainvoke(
+            {"messages": [HumanMessage(text)]}, self.config
+        )
+        return result
 
-    async def forget(self, reason: str | None = None) -> list[BaseMessage]:
+    async def forget(self, reason: str | None = None) -> dict[str, Any]:
         """A turn in which the model calls ``forget_conversation``."""
         args = {"reason": reason} if reason else {}
         return await self.say("please forget this", self.model.calls(call(FORGET, **args)))
 
-    async def rewind(self, checkpoint_id: str, *after: str) -> list[BaseMessage]:
+    async def forget_details(self, *quotes: str, for_good: bool = False) -> dict[str, Any]:
+        """A turn in which the model calls ``forget_details`` with ``quotes``."""
+        args: dict[str, Any] = {"quotes": list(quotes)}
+        if for_good:
+            args["for_good"] = True
+        return await self.say("forget my address", self.model.calls(call(FORGET_DETAILS, **args)))
+
+    async def rewind(self, checkpoint_id: str, *after: str) -> dict[str, Any]:
         """A turn in which the model calls ``rewind_to``, then answers ``after``."""
         step = self.model.calls(call(REWIND, checkpoint_id=checkpoint_id))
         return await self.say("go back", step, *after)
+
+    async def resume(self, answer: Any) -> dict[str, Any]:
+        """Answers the question the last turn stopped at."""
+        result: dict[str, Any] = await self.graph.ainvoke(Command(resume=answer), self.config)
+        return result
 
     async def messages(self) -> list[BaseMessage]:
         return list((await self.head()).values.get("messages", []))

@@ -82,7 +82,9 @@ async def test_a_timeline_limit_out_of_range_is_explained(limit: int) -> None:
     chat = Chat(MemagentInMemorySaver())
     await chat.say("hello", "hi")
 
-    messages = await chat.say("timeline", chat.model.calls(call(TIMELINE, limit=limit)))
+    step = chat.model.calls(call(TIMELINE, limit=limit))
+
+    messages = (await chat.say("timeline", step))["messages"]
 
     assert tool_answers(messages) == [
         f"limit must be between 1 and {MAX_TIMELINE_LIMIT}; call again with e.g. 20."
@@ -100,7 +102,9 @@ async def test_a_rewind_to_a_bad_id_is_refused_and_changes_nothing(bad_id: Any) 
     await chat.say("hello", "hi")
     before = len(await chat.history())
 
-    messages = await chat.say("go back", chat.model.calls(call(REWIND, checkpoint_id=bad_id)))
+    step = chat.model.calls(call(REWIND, checkpoint_id=bad_id))
+
+    messages = (await chat.say("go back", step))["messages"]
 
     (refusal,) = tool_answers(messages)
     assert "checkpoint" in refusal
