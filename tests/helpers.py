@@ -46,6 +46,8 @@ from tools.memory import FORGET, FORGET_DETAILS, REWIND
 PROJECT = Path(__file__).resolve().parents[1]
 README = PROJECT / "README.md"
 UUID_PATTERN = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
+HANG_GUARD = 60.0
+"""Seconds after which a stuck wait fails the test instead of hanging the run."""
 THREAD_TABLES = ("checkpoints", "checkpoint_blobs", "checkpoint_writes", "memagent_messages")
 """The tables a thread's conversation lives in: langgraph's three and memagent's messages.
 
@@ -318,6 +320,29 @@ class Chat:
         """Rewind points of the turns on the head's branch, newest first."""
         entries = await read_timeline(self.saver, self.thread_id, 100)
         return [e.checkpoint_id for e in entries if e.kind == "turn"]
+
+
+class Gate:
+    """A model step that blocks until the test lets it go, so a turn is caught mid-way.
+
+    The model runs in a worker thread (LangChain calls a sync model off the loop), so
+    the gate is a ``threading.Event``; the test waits for ``entered`` off the loop.
+    """
+
+    def __init__(self, reply: str) -> None:
+        self.reply = reply
+        self.entered = threading.Event()
+        self.release = threading.Event()
+
+    def __call__(self, messages: list[BaseMessage]) -> AIMessage:
+        self.entered.set()
+        if not self.release.wait(HANG_GUARD):
+            raise TimeoutError("the test never released the gate")
+        return AIMessage(self.reply)
+
+    async def reached(self) -> None:
+        if not await asyncio.to_thread(self.entered.wait, HANG_GUARD):
+            raise TimeoutError("the turn never reached the model")
 
 
 class SessionChat:

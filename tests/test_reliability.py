@@ -17,7 +17,6 @@ import dataclasses
 import os
 import subprocess
 import sys
-import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -26,7 +25,6 @@ from typing import Any
 
 import psycopg
 import pytest
-from langchain_core.messages import AIMessage, BaseMessage
 
 from agent.checkpointer import MemagentSaver, open_saver
 from agent.errors import DatabaseUnavailableError
@@ -36,34 +34,8 @@ from agent.settings import Settings
 from agent.store import sql
 from agent.timeline import read_timeline
 from tests.fakes import ScriptedChatModel
-from tests.helpers import config, create_database, table_counts
+from tests.helpers import HANG_GUARD, Gate, config, create_database, table_counts
 from tools import admin
-
-HANG_GUARD = 60.0
-"""Seconds after which a stuck wait fails the test instead of hanging the run."""
-
-
-class Gate:
-    """A model step that blocks until the test lets it go, so a turn is caught mid-way.
-
-    The model runs in a worker thread (LangChain calls a sync model off the loop), so
-    the gate is a ``threading.Event``; the test waits for ``entered`` off the loop.
-    """
-
-    def __init__(self, reply: str) -> None:
-        self.reply = reply
-        self.entered = threading.Event()
-        self.release = threading.Event()
-
-    def __call__(self, messages: list[BaseMessage]) -> AIMessage:
-        self.entered.set()
-        if not self.release.wait(HANG_GUARD):
-            raise TimeoutError("the test never released the gate")
-        return AIMessage(self.reply)
-
-    async def reached(self) -> None:
-        if not await asyncio.to_thread(self.entered.wait, HANG_GUARD):
-            raise TimeoutError("the turn never reached the model")
 
 
 def session_on(saver: MemagentSaver, *script: Any) -> tuple[ChatSession, ScriptedChatModel]:
