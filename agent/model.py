@@ -30,10 +30,7 @@ from langchain_core.runnables import Runnable
 from langchain_core.tools import BaseTool
 
 from agent.prompts import UNDO_HINT
-from agent.settings import OFFLINE_MODEL, Settings
-
-OFFLINE_LABEL = "offline demo model (no LLM; set MEMAGENT_MODEL or OPENAI_API_KEY for a real one)"
-DEFAULT_OPENAI_MODEL = "openai:gpt-4o-mini"
+from agent.settings import OFFLINE_LABEL, Settings, model_label
 
 _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", re.I)
 _FORGET = re.compile(r"\bforget\b", re.I)
@@ -215,14 +212,3 @@ def load_model(settings: Settings | None = None) -> tuple[BaseChatModel, str]:
     if settings.openai_api_key:
         kwargs["api_key"] = settings.openai_api_key
     return init_chat_model(label, **kwargs), label
-
-
-def model_label(settings: Settings) -> str:
-    """Which model ``load_model`` picks: its ``init_chat_model`` spec, or the offline label.
-
-    Separate so the server can name its model without building a second one.
-    """
-    spec = settings.model
-    if spec == OFFLINE_MODEL or (spec is None and not settings.openai_api_key):
-        return OFFLINE_LABEL
-    return spec or DEFAULT_OPENAI_MODEL

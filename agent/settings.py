@@ -17,6 +17,8 @@ from agent.errors import SettingsError
 
 OFFLINE_MODEL = "offline"
 """The value of ``MEMAGENT_MODEL`` that selects the built-in deterministic model."""
+OFFLINE_LABEL = "offline demo model (no LLM; set MEMAGENT_MODEL or OPENAI_API_KEY for a real one)"
+DEFAULT_OPENAI_MODEL = "openai:gpt-4o-mini"
 
 
 def _int(env: Mapping[str, str], name: str, default: int, *, minimum: int = 1) -> int:
@@ -156,3 +158,15 @@ class Settings:
     def embedded_data_dir(self) -> Path:
         """The embedded PostgreSQL's data directory (used only without ``DATABASE_URL``)."""
         return self.home / "pgdata"
+
+
+def model_label(settings: Settings) -> str:
+    """Which model ``load_model`` picks: its ``init_chat_model`` spec, or the offline label.
+
+    A reading of the settings, so the server (whose storage layer opens first) can name
+    its model without importing or building one.
+    """
+    spec = settings.model
+    if spec == OFFLINE_MODEL or (spec is None and not settings.openai_api_key):
+        return OFFLINE_LABEL
+    return spec or DEFAULT_OPENAI_MODEL

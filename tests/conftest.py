@@ -1,20 +1,18 @@
-"""Fixtures: a fresh PostgreSQL database per test, savers on it, and fake chat models.
+"""Fixtures: a fresh PostgreSQL database per test, savers on it, and the ``db`` marker.
 
 The server is the one in ``DATABASE_URL`` when set; otherwise an embedded PostgreSQL
-(``pgserver``) is started once for the test session in a temporary directory.
+(``pgserver``) is started once for the test session in a temporary directory, and only
+when a test asks for a database: ``pytest -m "not db"`` runs the rest without one.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
-import uuid
 from collections.abc import AsyncIterator, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import psycopg
@@ -23,6 +21,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from agent.checkpointer import MemagentSaver, open_saver
 from agent.settings import Settings
+from tests.helpers import free_port, fresh_database
 
 _OWN_BASETEMP = pytest.StashKey[Path]()
 
@@ -40,6 +39,22 @@ def pytest_configure(config: pytest.Config) -> None:
         own = Path(tempfile.mkdtemp(prefix="memagent-tests-"))
         config.option.basetemp = str(own)
         config.stash[_OWN_BASETEMP] = own
+
+
+DATABASE_FIXTURE = "postgres_server_url"
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Marks ``db`` every test that needs PostgreSQL, so ``-m "not db"`` can leave it out.
+
+    A test needs it when the server fixture is among its fixtures, directly or through
+    another fixture (``database_url``, ``settings``, ``saver``, ...). Tests that start a
+    PostgreSQL of their own carry ``@pytest.mark.db`` themselves.
+    """
+    for item in items:
+        if DATABASE_FIXTURE in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.db)
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -64,25 +79,6 @@ def postgres_server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[st
         server.cleanup()
 
 
-def _with_dbname(url: str, dbname: str) -> str:
-    params = conninfo_to_dict(url)
-    params["dbname"] = dbname
-    return make_conninfo("", **params)
-
-
-@contextmanager
-def fresh_database(server_url: str) -> Iterator[str]:
-    """A new, empty database on the server, dropped on exit; yields its URL."""
-    name = f"memagent_test_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(server_url, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield _with_dbname(server_url, name)
-    finally:
-        with psycopg.connect(server_url, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
 @pytest.fixture
 def database_url(postgres_server_url: str) -> Iterator[str]:
     """A new, empty database for this test only, dropped afterwards."""
@@ -105,27 +101,6 @@ async def saver(settings: Settings) -> AsyncIterator[MemagentSaver]:
     """memagent's saver, set up on this test's database."""
     async with open_saver(settings) as opened:
         yield opened
-
-
-def table_counts(database_url: str) -> dict[str, int]:
-    """Rows per checkpoint table: the ground truth for "nothing was written"."""
-    with psycopg.connect(database_url) as conn:
-        return {
-            table: conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]  # type: ignore[index]
-            for table in (
-                "checkpoints",
-                "checkpoint_blobs",
-                "checkpoint_writes",
-                "memagent_messages",
-            )
-        }
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 PGBOUNCER_INI = """\

@@ -1,14 +1,25 @@
-"""Shared test helpers that are neither fixtures nor fakes."""
+"""Helpers the test files share: databases, raw rows, chats, conversations, identities.
+
+Fixtures live in ``tests/conftest.py`` and the fake model in ``tests/fakes.py``; what is
+here is plain code a test calls. No test file imports another test file: whatever two
+of them need is written once, here.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import socket
+import subprocess
+import sys
 import threading
-from collections.abc import Iterator
+import uuid
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import jwt
@@ -16,6 +27,378 @@ import psycopg
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from jwt.algorithms import RSAAlgorithm
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMessage
+from langchain_core.runnables import RunnableConfig
+from langchain_core.tools import BaseTool
+from langgraph.checkpoint.base import BaseCheckpointSaver
+from langgraph.types import Command
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from psycopg.rows import dict_row
+
+from agent.graph import make_graph
+from agent.session import ChatSession
+from agent.store.saver import MemagentSaver
+from agent.timeline import read_timeline
+from tests.fakes import ScriptedChatModel, call
+from tools.memory import FORGET, FORGET_DETAILS, REWIND
+
+PROJECT = Path(__file__).resolve().parents[1]
+README = PROJECT / "README.md"
+UUID_PATTERN = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
+HANG_GUARD = 60.0
+"""Seconds after which a stuck wait fails the test instead of hanging the run."""
+THREAD_TABLES = ("checkpoints", "checkpoint_blobs", "checkpoint_writes", "memagent_messages")
+"""The tables a thread's conversation lives in: langgraph's three and memagent's messages.
+
+Admin reports its erasures per table of these. The audit log and the per-thread message
+counter are not among them: they keep no conversation and outlive a delete.
+"""
+
+# --- databases -------------------------------------------------------------------------
+
+
+def with_dbname(url: str, dbname: str) -> str:
+    """``url`` pointing at another database on the same server."""
+    params = conninfo_to_dict(url)
+    params["dbname"] = dbname
+    return make_conninfo("", **params)
+
+
+def create_database(admin_url: str, prefix: str = "memagent_test") -> str:
+    """Creates a new, empty database on ``admin_url``'s server and returns its URL."""
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    return with_dbname(admin_url, name)
+
+
+@contextmanager
+def fresh_database(admin_url: str, prefix: str = "memagent_test") -> Iterator[str]:
+    """A new, empty database for one test or one server, dropped afterwards."""
+    url = create_database(admin_url, prefix)
+    try:
+        yield url
+    finally:
+        name = str(conninfo_to_dict(url)["dbname"])
+        with psycopg.connect(admin_url, autocommit=True) as conn:
+            conn.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+# --- raw rows: the ground truth, read past the saver -----------------------------------
+
+
+def rows(database_url: str, query: str, *params: Any) -> list[dict[str, Any]]:
+    """Runs one query on ``database_url``; rows as dicts."""
+    with psycopg.connect(database_url, row_factory=dict_row) as conn:
+        return list(conn.execute(query, params).fetchall())
+
+
+def count(database_url: str, query: str, *params: Any) -> int:
+    """Runs a ``SELECT count(*) ...`` on ``database_url``; the count."""
+    with psycopg.connect(database_url) as conn:
+        return _count(conn, sql.SQL(query), params)
+
+
+def _count(conn: psycopg.Connection[Any], query: sql.SQL | sql.Composed, params: Any = ()) -> int:
+    row = conn.execute(query, params).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def table_counts(database_url: str) -> dict[str, int]:
+    """Rows per thread table: the ground truth for "nothing was written"."""
+    with psycopg.connect(database_url) as conn:
+        return {
+            table: _count(conn, sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(table)))
+            for table in THREAD_TABLES
+        }
+
+
+def thread_rows(database_url: str, thread_id: str) -> dict[str, int]:
+    """Rows of one thread in each thread table."""
+    with psycopg.connect(database_url) as conn:
+        return {
+            table: _count(
+                conn,
+                sql.SQL("SELECT count(*) FROM {} WHERE thread_id = %s").format(
+                    sql.Identifier(table)
+                ),
+                (thread_id,),
+            )
+            for table in THREAD_TABLES
+        }
+
+
+def raw_rows(database_url: str, thread_id: str) -> dict[str, list[tuple[Any, ...]]]:
+    """Every column of every row of a thread, as stored: for byte-for-byte comparisons."""
+    with psycopg.connect(database_url) as conn:
+        return {
+            table: conn.execute(
+                sql.SQL("SELECT * FROM {} WHERE thread_id = %s ORDER BY 1, 2, 3, 4").format(
+                    sql.Identifier(table)
+                ),
+                (thread_id,),
+            ).fetchall()
+            for table in THREAD_TABLES
+        }
+
+
+def tables_present(database_url: str) -> set[str]:
+    """Which of the thread tables exist (an injected ``DROP TABLE`` would show here)."""
+    found = rows(
+        database_url,
+        "SELECT tablename FROM pg_tables WHERE tablename = ANY(%s)",
+        list(THREAD_TABLES),
+    )
+    return {row["tablename"] for row in found}
+
+
+_SEARCHABLE_COLUMNS = """
+SELECT c.table_schema, c.table_name, c.column_name, c.data_type
+FROM information_schema.columns c
+JOIN information_schema.tables t USING (table_catalog, table_schema, table_name)
+WHERE t.table_type = 'BASE TABLE'
+  AND c.table_schema NOT IN ('pg_catalog', 'information_schema')
+  AND c.data_type IN ('text', 'character varying', 'character', 'json', 'jsonb', 'bytea')
+ORDER BY c.table_schema, c.table_name, c.ordinal_position
+"""
+
+
+def _searchable_columns(conn: psycopg.Connection[Any]) -> list[tuple[str, str, str, str]]:
+    """(schema, table, column, type) of every text, JSON and bytes column of the database.
+
+    Everything a message, a reason or a serialized blob could be stored in; other types
+    (numbers, times) cannot hold a needle. Read from ``information_schema``, so a table
+    added later is searched without a change here.
+    """
+    return [tuple(row) for row in conn.execute(_SEARCHABLE_COLUMNS).fetchall()]
+
+
+def needle_columns(database_url: str, needle: str) -> dict[str, int]:
+    """Rows holding ``needle`` in any case, per ``table.column``, only where it is found.
+
+    For a detail a user may have typed in any case: bytes are compared as escaped text,
+    so a UTF-8 needle is found inside a msgpack blob too. ``{}`` means "nowhere".
+    """
+    hits: dict[str, int] = {}
+    with psycopg.connect(database_url) as conn:
+        for schema, table, column, data_type in _searchable_columns(conn):
+            value = "encode({}, 'escape')" if data_type == "bytea" else "{}::text"
+            query = sql.SQL("SELECT count(*) FROM {} WHERE " + value + " ILIKE %s").format(
+                sql.Identifier(schema, table), sql.Identifier(column)
+            )
+            if found := _count(conn, query, (f"%{needle}%",)):
+                name = table if schema == "public" else f"{schema}.{table}"
+                hits[f"{name}.{column}"] = found
+    return hits
+
+
+def canary_rows(database_url: str, needle: str) -> dict[str, int]:
+    """Rows holding ``needle`` anywhere, in raw form, per table, in every table of the database.
+
+    The tables are found in ``information_schema``: every table with a text, JSON or
+    bytea column is scanned, so a table added later (memagent's own, say) cannot hide a
+    copy. Blobs are msgpack, which stores text as UTF-8, so the needle's bytes are
+    searched in them; JSON is searched as text. The thread tables are always listed,
+    so a test can say where the needle should be; any other table is listed only where
+    the needle turns up, so ``== dict.fromkeys(THREAD_TABLES, 0)`` means "nowhere".
+    """
+    params = {"text": needle, "raw": needle.encode()}
+    columns: dict[tuple[str, str], list[sql.Composable]] = {}
+    with psycopg.connect(database_url) as conn:
+        for schema, table, column, data_type in _searchable_columns(conn):
+            test = (
+                "position(%(raw)s::bytea in {}) > 0"
+                if data_type == "bytea"
+                else "strpos({}::text, %(text)s) > 0"
+            )
+            columns.setdefault((schema, table), []).append(
+                sql.SQL(test).format(sql.Identifier(column))
+            )
+        found: dict[str, int] = {}
+        for (schema, table), tests in columns.items():
+            query = sql.SQL("SELECT count(*) FROM {} WHERE {}").format(
+                sql.Identifier(schema, table), sql.SQL(" OR ").join(tests)
+            )
+            name = table if schema == "public" else f"{schema}.{table}"
+            found[name] = _count(conn, query, params)
+    missing = set(THREAD_TABLES) - set(found)
+    assert not missing, f"the scan did not find the thread tables {missing}"
+    return {name: count for name, count in found.items() if name in THREAD_TABLES or count > 0}
+
+
+# --- conversations ---------------------------------------------------------------------
+
+
+def config(thread_id: str, checkpoint_id: str | None = None) -> RunnableConfig:
+    """The run config that addresses a thread (at one checkpoint, if given)."""
+    configurable: dict[str, Any] = {"thread_id": thread_id}
+    if checkpoint_id:
+        configurable["checkpoint_id"] = checkpoint_id
+    return {"configurable": configurable}
+
+
+class Chat:
+    """One thread of memagent's graph, driven by a scripted model, with ways to inspect it.
+
+    Works on any langgraph saver, so a test can run on PostgreSQL and in memory alike.
+    Each turn returns the run's result: the state's values, plus ``__interrupt__`` when
+    the graph stopped to ask (an erase for good waits for a confirmation).
+    """
+
+    def __init__(
+        self,
+        saver: BaseCheckpointSaver[Any],
+        thread_id: str | None = None,
+        *,
+        extra_tools: Sequence[BaseTool] = (),
+    ) -> None:
+        self.saver = saver
+        self.model = ScriptedChatModel()
+        self.graph = make_graph(self.model, checkpointer=saver, extra_tools=extra_tools)
+        self.thread_id = thread_id or str(uuid.uuid4())
+
+    @property
+    def config(self) -> RunnableConfig:
+        return config(self.thread_id)
+
+    async def say(self, text: str, *replies: AIMessage | str) -> dict[str, Any]:
+        """One turn: the model answers with ``replies`` (default: "ok")."""
+        self.model.script.extend(replies or ["ok"])
+        result: dict[str, Any] = await self.graph.ainvoke(
+            {"messages": [HumanMessage(text)]}, self.config
+        )
+        return result
+
+    async def forget(self, reason: str | None = None) -> dict[str, Any]:
+        """A turn in which the model calls ``forget_conversation``."""
+        args = {"reason": reason} if reason else {}
+        return await self.say("please forget this", self.model.calls(call(FORGET, **args)))
+
+    async def forget_details(self, *quotes: str, for_good: bool = False) -> dict[str, Any]:
+        """A turn in which the model calls ``forget_details`` with ``quotes``."""
+        args: dict[str, Any] = {"quotes": list(quotes)}
+        if for_good:
+            args["for_good"] = True
+        return await self.say("forget my address", self.model.calls(call(FORGET_DETAILS, **args)))
+
+    async def rewind(self, checkpoint_id: str, *after: str) -> dict[str, Any]:
+        """A turn in which the model calls ``rewind_to``, then answers ``after``."""
+        step = self.model.calls(call(REWIND, checkpoint_id=checkpoint_id))
+        return await self.say("go back", step, *after)
+
+    async def resume(self, answer: Any) -> dict[str, Any]:
+        """Answers the question the last turn stopped at."""
+        result: dict[str, Any] = await self.graph.ainvoke(Command(resume=answer), self.config)
+        return result
+
+    async def messages(self) -> list[BaseMessage]:
+        return list((await self.head()).values.get("messages", []))
+
+    async def head(self) -> Any:
+        return await self.graph.aget_state(self.config)
+
+    async def history(self) -> list[Any]:
+        """Root state snapshots, newest first."""
+        return [s async for s in self.graph.aget_state_history(self.config)]
+
+    async def history_ids(self) -> list[str]:
+        """Root checkpoint ids, newest first."""
+        return [s.config["configurable"]["checkpoint_id"] for s in await self.history()]
+
+    async def turn_points(self) -> list[str]:
+        """Rewind points of the turns on the head's branch, newest first."""
+        entries = await read_timeline(self.saver, self.thread_id, 100)
+        return [e.checkpoint_id for e in entries if e.kind == "turn"]
+
+
+class Gate:
+    """A model step that blocks until the test lets it go, so a turn is caught mid-way.
+
+    The model runs in a worker thread (LangChain calls a sync model off the loop), so
+    the gate is a ``threading.Event``; the test waits for ``entered`` off the loop.
+    """
+
+    def __init__(self, reply: str) -> None:
+        self.reply = reply
+        self.entered = threading.Event()
+        self.release = threading.Event()
+
+    def __call__(self, messages: list[BaseMessage]) -> AIMessage:
+        self.entered.set()
+        if not self.release.wait(HANG_GUARD):
+            raise TimeoutError("the test never released the gate")
+        return AIMessage(self.reply)
+
+    async def reached(self) -> None:
+        if not await asyncio.to_thread(self.entered.wait, HANG_GUARD):
+            raise TimeoutError("the turn never reached the model")
+
+
+class SessionChat:
+    """A ``ChatSession`` whose model is scripted, plus ways to look at its threads."""
+
+    def __init__(self, session: ChatSession, model: ScriptedChatModel) -> None:
+        self.session = session
+        self.model = model
+
+    @property
+    def saver(self) -> MemagentSaver:
+        return self.session.saver
+
+    async def say(self, thread_id: str, text: str, *replies: AIMessage | str) -> str:
+        """One turn through the session; returns the reply the user sees."""
+        self.model.script.extend(replies or ["ok"])
+        return await self.session.send(thread_id, text)
+
+    async def state(self, thread_id: str) -> Any:
+        return await self.session.graph.aget_state(config(thread_id))
+
+    async def texts(self, thread_id: str) -> list[str]:
+        return [m.text for m in (await self.state(thread_id)).values.get("messages", [])]
+
+    async def tool_results(self, thread_id: str) -> list[str]:
+        messages = (await self.state(thread_id)).values.get("messages", [])
+        return [m.text for m in messages if isinstance(m, ToolMessage)]
+
+
+def converse(thread_id: str, *lines: str) -> list[str]:
+    """Turns with the configured model, in this process, as a user of ``ChatSession``.
+
+    For tests of what the turns leave behind; ``run_chat_command`` is the chat itself.
+    """
+
+    async def turns() -> list[str]:
+        async with ChatSession.open() as session:
+            return [await session.send(thread_id, line) for line in lines]
+
+    return asyncio.run(turns())
+
+
+def run_chat_command(*lines: str, thread: str | None = None) -> str:
+    """Runs ``python -m agent chat`` with ``lines`` as the user's input; returns its output."""
+    args = [sys.executable, "-m", "agent", "chat"]
+    if thread:
+        args += ["--thread", thread]
+    done = subprocess.run(
+        args, input="\n".join(lines) + "\n", capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stderr
+    return done.stdout + done.stderr
+
+
+# --- identities: tokens from a real JWKS endpoint ----------------------------------------
 
 ISSUER = "https://id.example.com/"
 AUDIENCE = "memagent-api"
@@ -94,28 +477,3 @@ def serving_jwks() -> Iterator[IdentityProvider]:
         server.shutdown()
         server.server_close()
         thread.join()
-
-
-def raw_hits(database_url: str, needle: str) -> dict[str, int]:
-    """Rows holding ``needle`` (any case) per table.column, over every table.
-
-    Every text, bytea and JSON column found through ``information_schema``, so a
-    copy in a table or column added later is found too: "erased" is proven on the
-    raw rows, not through memagent's own reading of them.
-    """
-    hits: dict[str, int] = {}
-    with psycopg.connect(database_url) as conn:
-        columns = conn.execute(
-            "SELECT table_name, column_name, data_type FROM information_schema.columns "
-            "WHERE table_schema = 'public' "
-            "AND data_type IN ('text', 'bytea', 'jsonb', 'json', 'character varying')"
-        ).fetchall()
-        for table, column, data_type in columns:
-            value = f"encode({column}, 'escape')" if data_type == "bytea" else f"{column}::text"
-            row = conn.execute(
-                f"SELECT count(*) FROM {table} WHERE {value} ILIKE %s",
-                (f"%{needle}%",),
-            ).fetchone()
-            if row and row[0]:
-                hits[f"{table}.{column}"] = row[0]
-    return hits

@@ -15,114 +15,17 @@ from typing import Any
 
 import psycopg
 import pytest
-from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
-from langchain_core.runnables import RunnableConfig
+from langchain_core.messages import BaseMessage
 from psycopg_pool import AsyncConnectionPool
 
 from agent.checkpointer import MemagentSaver
 from agent.errors import RequestError, ThreadBusyError
-from agent.graph import make_graph
 from agent.prompts import FORGET_CONFIRMATION, REWIND_CONFIRMATION
 from agent.timeline import PREVIEW_CHARS
-from tests.conftest import table_counts
-from tests.fakes import ScriptedChatModel, call
+from tests.helpers import THREAD_TABLES, Chat, canary_rows, count, rows, table_counts, thread_rows
 from tools import admin
-from tools.memory import FORGET, REWIND
 
 CANARY = "canary-5d41-passport-X1234567"
-TABLES = ("checkpoints", "checkpoint_blobs", "checkpoint_writes", "memagent_messages")
-
-
-class Chat:
-    """One thread of a graph driven by a scripted model on memagent's saver."""
-
-    def __init__(self, saver: MemagentSaver, thread_id: str | None = None) -> None:
-        self.saver = saver
-        self.model = ScriptedChatModel()
-        self.graph = make_graph(self.model, checkpointer=saver)
-        self.thread_id = thread_id or f"t-{uuid.uuid4()}"
-
-    @property
-    def config(self) -> RunnableConfig:
-        return {"configurable": {"thread_id": self.thread_id}}
-
-    async def say(self, text: str, *replies: AIMessage | str) -> None:
-        self.model.script.extend(replies or ["ok"])
-        await self.graph.ainvoke({"messages": [HumanMessage(text)]}, self.config)
-
-    async def forget(self, reason: str | None = None) -> None:
-        args = {"reason": reason} if reason else {}
-        await self.say("please forget this", self.model.calls(call(FORGET, **args)))
-
-    async def rewind(self, checkpoint_id: str) -> None:
-        await self.say("go back", self.model.calls(call(REWIND, checkpoint_id=checkpoint_id)))
-
-    async def messages(self) -> list[BaseMessage]:
-        state = await self.graph.aget_state(self.config)
-        return list(state.values.get("messages", []))
-
-    async def head(self) -> Any:
-        return await self.graph.aget_state(self.config)
-
-    async def history_ids(self) -> list[str]:
-        """Root checkpoint ids, newest first."""
-        return [
-            s.config["configurable"]["checkpoint_id"]
-            async for s in self.graph.aget_state_history(self.config)
-        ]
-
-    async def turn_points(self) -> list[str]:
-        """Rewind points of the turns on the head's branch, newest first."""
-        entries = await admin.atimeline(self.saver, self.thread_id, limit=100)
-        return [e.checkpoint_id for e in entries if e.kind == "turn"]
-
-
-def canary_rows(database_url: str, needle: str = CANARY) -> dict[str, int]:
-    """Rows of each checkpoint table that hold ``needle`` anywhere, in raw form.
-
-    Blobs are msgpack, which stores text as UTF-8, so an ASCII needle shows up as the
-    same bytes; JSON columns are searched as text.
-    """
-    raw = needle.encode()
-    like = f"%{needle}%"
-    with psycopg.connect(database_url) as conn:
-        return {
-            "checkpoints": _count(
-                conn,
-                "SELECT count(*) FROM checkpoints WHERE checkpoint::text LIKE %s "
-                "OR metadata::text LIKE %s OR thread_id LIKE %s",
-                (like, like, like),
-            ),
-            "checkpoint_blobs": _count(
-                conn,
-                "SELECT count(*) FROM checkpoint_blobs WHERE position(%s::bytea in blob) > 0",
-                (raw,),
-            ),
-            "checkpoint_writes": _count(
-                conn,
-                "SELECT count(*) FROM checkpoint_writes WHERE position(%s::bytea in blob) > 0",
-                (raw,),
-            ),
-            "memagent_messages": _count(
-                conn,
-                "SELECT count(*) FROM memagent_messages WHERE position(%s::bytea in blob) > 0",
-                (raw,),
-            ),
-        }
-
-
-def _count(conn: psycopg.Connection[Any], query: str, params: tuple[Any, ...]) -> int:
-    row = conn.execute(query, params).fetchone()
-    assert row is not None
-    return int(row[0])
-
-
-def thread_rows(database_url: str, thread_id: str) -> dict[str, int]:
-    with psycopg.connect(database_url) as conn:
-        return {
-            table: _count(conn, f"SELECT count(*) FROM {table} WHERE thread_id = %s", (thread_id,))
-            for table in TABLES
-        }
 
 
 def shape(messages: list[BaseMessage]) -> list[tuple[str, str]]:
@@ -141,7 +44,7 @@ async def test_delete_erases_every_row_of_the_thread_and_nothing_else(
     await chat.say("and my name is Ada")
     other = Chat(saver)
     await other.say("my name is Grace")
-    before = canary_rows(database_url)
+    before = canary_rows(database_url, CANARY)
     assert before["checkpoint_blobs"] > 0  # the scan sees the canary while it is there
     assert before["checkpoint_writes"] > 0
     rows_before = thread_rows(database_url, chat.thread_id)
@@ -150,8 +53,8 @@ async def test_delete_erases_every_row_of_the_thread_and_nothing_else(
     erased = await admin.adelete(saver, chat.thread_id)
 
     assert erased.rows == rows_before  # the counts are the thread's rows, per table
-    assert canary_rows(database_url) == dict.fromkeys(TABLES, 0)
-    assert thread_rows(database_url, chat.thread_id) == dict.fromkeys(TABLES, 0)
+    assert canary_rows(database_url, CANARY) == dict.fromkeys(THREAD_TABLES, 0)
+    assert thread_rows(database_url, chat.thread_id) == dict.fromkeys(THREAD_TABLES, 0)
     assert thread_rows(database_url, other.thread_id) == other_before
     assert await chat.messages() == []
     assert shape(await other.messages())[0] == ("HumanMessage", "my name is Grace")
@@ -165,7 +68,7 @@ async def test_delete_of_an_unknown_thread_erases_nothing_and_says_zero(
 
     erased = await admin.adelete(saver, "no-such-thread")
 
-    assert erased.rows == dict.fromkeys(TABLES, 0)
+    assert erased.rows == dict.fromkeys(THREAD_TABLES, 0)
     assert table_counts(database_url) == before
 
 
@@ -200,7 +103,7 @@ async def test_delete_is_one_transaction(saver: MemagentSaver, database_url: str
         await admin.adelete(saver, chat.thread_id)
 
     assert table_counts(database_url) == before
-    assert canary_rows(database_url)["checkpoint_writes"] > 0
+    assert canary_rows(database_url, CANARY)["checkpoint_writes"] > 0
     assert shape(await chat.messages())[0][1] == f"my passport number is {CANARY}"
     assert [a["operation"] for a in await admin.aaudit(saver, chat.thread_id)] == []
 
@@ -224,13 +127,13 @@ async def test_purge_erases_everything_before_the_forget_and_the_thread_goes_on(
     forget_id = next(
         e.checkpoint_id for e in await admin.atimeline(saver, chat.thread_id) if e.kind == "forget"
     )
-    assert sum(canary_rows(database_url).values()) > 0
+    assert sum(canary_rows(database_url, CANARY).values()) > 0
 
     erased = await admin.apurge(saver, chat.thread_id)
 
     assert erased.kept_from == forget_id
     assert erased.rows["checkpoints"] > 0 and erased.rows["checkpoint_writes"] > 0
-    assert canary_rows(database_url) == dict.fromkeys(TABLES, 0)
+    assert canary_rows(database_url, CANARY) == dict.fromkeys(THREAD_TABLES, 0)
     # What came after the forget is intact; the history now starts at the forget.
     assert shape(await chat.messages()) == [
         ("AIMessage", FORGET_CONFIRMATION),
@@ -300,11 +203,11 @@ async def test_purge_also_erases_a_set_aside_branch_that_restored_the_forgotten_
     await admin.arewind(saver, chat.thread_id, before_forget)
     await chat.say(f"again: {CANARY}")
     await admin.arewind(saver, chat.thread_id, after_forget)
-    assert canary_rows(database_url)["checkpoint_blobs"] > 0
+    assert canary_rows(database_url, CANARY)["checkpoint_blobs"] > 0
 
     await admin.apurge(saver, chat.thread_id)
 
-    assert canary_rows(database_url) == dict.fromkeys(TABLES, 0)
+    assert canary_rows(database_url, CANARY) == dict.fromkeys(THREAD_TABLES, 0)
     assert shape(await chat.messages()) == [
         ("AIMessage", FORGET_CONFIRMATION),
         ("HumanMessage", "my name is Ada"),
@@ -467,7 +370,7 @@ async def test_sync_twins_work_from_another_thread_while_the_loop_runs(
     assert erased.rows["checkpoints"] > 0
     log = await asyncio.to_thread(admin.audit, saver, tid)
     assert [a["operation"] for a in log] == ["delete", "purge", "forget", "rewind", "forget"]
-    assert canary_rows(database_url) == dict.fromkeys(TABLES, 0)
+    assert canary_rows(database_url, CANARY) == dict.fromkeys(THREAD_TABLES, 0)
 
 
 TWINS: list[tuple[Callable[..., Any], tuple[Any, ...], str]] = [
@@ -565,22 +468,22 @@ async def test_audit_records_every_operation_and_survives_delete(
     assert log[-2]["detail"]["target"] == first
     assert len(await admin.aaudit(saver)) == len(log)  # the other thread had no operation
     # Content-free: the reason (model- or user-written text) is not copied into it.
-    with psycopg.connect(database_url) as conn:
-        assert (
-            _count(
-                conn,
-                "SELECT count(*) FROM memagent_audit WHERE detail::text LIKE %s",
-                (f"%{CANARY}%",),
-            )
-            == 0
+    assert (
+        count(
+            database_url,
+            "SELECT count(*) FROM memagent_audit WHERE detail::text LIKE %s",
+            f"%{CANARY}%",
         )
-        columns = [
-            r[0]
-            for r in conn.execute(
-                "SELECT column_name FROM information_schema.columns "
-                "WHERE table_name = 'memagent_audit' ORDER BY ordinal_position"
-            )
-        ]
+        == 0
+    )
+    columns = [
+        r["column_name"]
+        for r in rows(
+            database_url,
+            "SELECT column_name FROM information_schema.columns "
+            "WHERE table_name = 'memagent_audit' ORDER BY ordinal_position",
+        )
+    ]
     assert columns == ["id", "at", "operation", "thread_id", "surface", "actor", "detail"]
     # The audit table is not one of the thread's tables: a delete keeps it.
     await admin.adelete(saver, chat.thread_id)

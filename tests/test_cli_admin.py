@@ -7,27 +7,29 @@ with ``ChatSession`` (the offline model) the same way.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
 import shlex
 import subprocess
 import sys
 import uuid
-from pathlib import Path
 from typing import Any
 
 import pytest
 from click.testing import CliRunner, Result
 
 from agent.cli import main
-from agent.session import ChatSession
 from agent.settings import Settings
-from tests.conftest import table_counts
-from tests.test_admin import TABLES, canary_rows
+from tests.helpers import (
+    README,
+    THREAD_TABLES,
+    UUID_PATTERN,
+    canary_rows,
+    converse,
+    table_counts,
+)
 
-README = Path(__file__).resolve().parent.parent / "README.md"
-UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+UUID = re.compile(UUID_PATTERN)
 TIME = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d")
 CANARY = "canary-9c1b-my-pin-is-4711"
 
@@ -51,16 +53,6 @@ def refused(*args: str, input: str | None = None) -> str:
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith("Error: ")
     return lines[0]
-
-
-def converse(thread_id: str, *lines: str) -> list[str]:
-    """Turns with the offline model, as a user of ``ChatSession`` would run them."""
-
-    async def turns() -> list[str]:
-        async with ChatSession.open() as session:
-            return [await session.send(thread_id, line) for line in lines]
-
-    return asyncio.run(turns())
 
 
 def tree(thread_id: str) -> dict[str, Any]:
@@ -191,7 +183,7 @@ def test_delete_asks_first_and_no_keeps_the_thread(database_url: str) -> None:
     out = ok("delete", "t", input="y\n")
 
     assert "Deleted thread t: " in out
-    assert canary_rows(database_url, CANARY) == dict.fromkeys(TABLES, 0)
+    assert canary_rows(database_url, CANARY) == dict.fromkeys(THREAD_TABLES, 0)
     assert [t["thread_id"] for t in json.loads(ok("threads", "--json"))] == ["other"]
     assert "Nothing to delete" in ok("delete", "t", "--yes")
 
@@ -204,9 +196,9 @@ def test_delete_yes_json_counts_rows_per_table(database_url: str) -> None:
 
     assert erased["thread_id"] == "t"
     assert erased["rows"] == before  # the only thread: its rows are all the rows
-    assert table_counts(database_url) == dict.fromkeys(TABLES, 0)
+    assert table_counts(database_url) == dict.fromkeys(THREAD_TABLES, 0)
     unknown = json.loads(ok("delete", "ghost", "--yes", "--json"))
-    assert unknown["rows"] == dict.fromkeys(TABLES, 0)
+    assert unknown["rows"] == dict.fromkeys(THREAD_TABLES, 0)
 
 
 # --- purge ---------------------------------------------------------------------------
@@ -223,7 +215,7 @@ def test_purge_keeps_the_thread_from_its_forget_on(database_url: str) -> None:
 
     assert purged["kept_from"] == forget_id
     assert purged["rows"]["checkpoints"] > 0
-    assert canary_rows(database_url, CANARY) == dict.fromkeys(TABLES, 0)
+    assert canary_rows(database_url, CANARY) == dict.fromkeys(THREAD_TABLES, 0)
     assert [e["kind"] for e in tree("t")["entries"]] == ["turn", "forget"]
     replies = converse("t", "what is my city?", "what is my name?")
     assert 'You told me: "my city is Paris"' in replies[0]

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
 import uuid
 from pathlib import Path
 
@@ -12,48 +10,34 @@ import pytest
 
 from agent.prompts import FORGET_CONFIRMATION
 from agent.settings import Settings
-
-UUID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
-
-
-def chat(*lines: str, thread: str | None = None) -> str:
-    """Runs ``python -m agent chat`` with ``lines`` as the user's input; returns stdout."""
-    args = [sys.executable, "-m", "agent", "chat"]
-    if thread:
-        args += ["--thread", thread]
-    done = subprocess.run(
-        args, input="\n".join(lines) + "\n", capture_output=True, text=True, timeout=120
-    )
-    assert done.returncode == 0, done.stderr
-    assert "Traceback" not in done.stderr
-    return done.stdout + done.stderr
+from tests.helpers import README, UUID_PATTERN, run_chat_command
 
 
 @pytest.mark.usefixtures("settings")
 def test_quit_and_resume_the_same_thread() -> None:
     thread = f"cli-{uuid.uuid4()}"
-    first = chat("my name is Grace Hopper", "/exit", thread=thread)
+    first = run_chat_command("my name is Grace Hopper", "/exit", thread=thread)
     assert "offline demo model" in first
     assert "PostgreSQL at" in first
     assert f"python3 -m agent chat --thread {thread}" in first
 
-    second = chat("what is my name?", thread=thread)  # ends with EOF, like Ctrl-D
+    second = run_chat_command("what is my name?", thread=thread)  # ends with EOF, like Ctrl-D
     assert "you: my name is Grace Hopper" in second  # the recap of the thread so far
     assert 'You told me: "my name is Grace Hopper"' in second
 
 
 @pytest.mark.usefixtures("settings")
 def test_a_new_chat_prints_its_thread_so_it_can_be_resumed() -> None:
-    out = chat("my name is Alan", "/exit")
+    out = run_chat_command("my name is Alan", "/exit")
     thread = re.search(r"--thread ([^\s)]+)", out)
     assert thread is not None
-    assert "my name is Alan" in chat("what is my name?", thread=thread.group(1))
+    assert "my name is Alan" in run_chat_command("what is my name?", thread=thread.group(1))
 
 
 @pytest.mark.usefixtures("settings")
 def test_slash_commands_forget_undo_rewind_timeline() -> None:
     thread = f"cli-{uuid.uuid4()}"
-    out = chat(
+    out = run_chat_command(
         "my address is 12 Main St",
         "/forget",
         "what is my address?",
@@ -73,8 +57,8 @@ def test_slash_commands_forget_undo_rewind_timeline() -> None:
     assert 'You told me: "my address is 12 Main St"' in replies[2]
     assert "\nbye\n" in out  # the session ended normally at EOF
     # After undoing the forget the branch shown no longer holds it, only the rewind.
-    assert re.search(UUID + r".+\[rewound to " + UUID + r"\]", out)
-    assert re.search(UUID + r'.+before "my address is 12 Main St"', out)
+    assert re.search(UUID_PATTERN + r".+\[rewound to " + UUID_PATTERN + r"\]", out)
+    assert re.search(UUID_PATTERN + r'.+before "my address is 12 Main St"', out)
     assert "[forgot]" not in out
     assert "error: 'not-an-id' is not a checkpoint id" in out
     assert "Usage: /rewind CHECKPOINT_ID" in out
@@ -83,7 +67,9 @@ def test_slash_commands_forget_undo_rewind_timeline() -> None:
 @pytest.mark.usefixtures("settings")
 def test_exit_ignores_its_words_and_timeline_takes_only_a_count() -> None:
     thread = f"cli-{uuid.uuid4()}"
-    out = chat("one", "two", "/timeline extra", "/timeline 1", "/exit now", "three", thread=thread)
+    out = run_chat_command(
+        "one", "two", "/timeline extra", "/timeline 1", "/exit now", "three", thread=thread
+    )
     assert "Usage: /timeline [N]" in out
     assert 'before "two"' in out
     assert 'before "one"' not in out  # one entry, as asked
@@ -94,7 +80,7 @@ def test_exit_ignores_its_words_and_timeline_takes_only_a_count() -> None:
 
 def readme_session(heading: str = "A session with the offline model") -> list[str]:
     """A session block of the README (the first under ``### heading``), line by line."""
-    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    readme = README.read_text(encoding="utf-8")
     block = readme.split(f"### {heading}\n\n```text\n", 1)[1]
     return block.split("```", 1)[0].splitlines()
 
@@ -107,13 +93,13 @@ def test_the_readme_session_replays_as_shown() -> None:
     rewind_at = next(i for i, text in enumerate(said) if text.startswith("/rewind "))
     thread = f"readme-{uuid.uuid4()}"
 
-    first = chat(*said[:rewind_at], thread=thread)
+    first = run_chat_command(*said[:rewind_at], thread=thread)
     # The README's id for /rewind names a turn; find that turn's id in this run.
     shown_id = said[rewind_at].split()[1]
     turn = next(line for line in lines if line.startswith(shown_id)).split("  ")[-1]
-    real_id = re.search(rf"({UUID})  \S+ \S+  {re.escape(turn)}", first)
+    real_id = re.search(rf"({UUID_PATTERN})  \S+ \S+  {re.escape(turn)}", first)
     assert real_id is not None, turn
-    second = chat(f"/rewind {real_id.group(1)}", *said[rewind_at + 1 :], thread=thread)
+    second = run_chat_command(f"/rewind {real_id.group(1)}", *said[rewind_at + 1 :], thread=thread)
 
     replies = [line.removeprefix("you> ") for line in (first + second).splitlines()]
     replies = [line for line in replies if line.startswith("agent> ")]
@@ -131,7 +117,7 @@ def test_the_readme_detail_session_replays_as_shown() -> None:
         if line.startswith("you> ") or "[y/N]: " in line
     ]
 
-    out = chat(*typed, thread=f"readme-{uuid.uuid4()}")
+    out = run_chat_command(*typed, thread=f"readme-{uuid.uuid4()}")
 
     replies = [line.removeprefix("you> ") for line in out.splitlines()]
     question = next(line for line in lines if "[y/N]: " in line).rsplit(" ", 1)[0]
@@ -144,11 +130,12 @@ def test_the_readme_detail_session_replays_as_shown() -> None:
 
 @pytest.mark.usefixtures("settings")
 def test_forget_through_the_model_in_the_chat() -> None:
-    out = chat("my address is 12 Main St", "forget this", "what is my address?")
+    out = run_chat_command("my address is 12 Main St", "forget this", "what is my address?")
     assert FORGET_CONFIRMATION in out
     assert "don't know your address" in out
 
 
+@pytest.mark.db  # starts an embedded PostgreSQL of its own
 def test_without_database_url_an_embedded_postgres_is_used(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -158,8 +145,8 @@ def test_without_database_url_an_embedded_postgres_is_used(
     monkeypatch.setenv("MEMAGENT_HOME", str(tmp_path / "home"))
     thread = "embedded-thread"
 
-    first = chat("my name is Edsger", thread=thread)
+    first = run_chat_command("my name is Edsger", thread=thread)
     assert f"embedded PostgreSQL, data in {tmp_path / 'home' / 'pgdata'}" in first
     assert (Settings.from_env().embedded_data_dir / "PG_VERSION").exists()
 
-    assert 'You told me: "my name is Edsger"' in chat("what is my name?", thread=thread)
+    assert 'You told me: "my name is Edsger"' in run_chat_command("what is my name?", thread=thread)

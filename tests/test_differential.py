@@ -37,8 +37,8 @@ from agent.graph import make_graph
 from agent.operations import forget_update, load_rewind_target, rewind_update, root_config
 from agent.timeline import UNDO_LOOKBACK, read_timeline, undo_target
 from agent.validation import clean_reason
-from tests.conftest import fresh_database
 from tests.fakes import InvalidConversationError, ScriptedChatModel, check_provider_valid
+from tests.helpers import fresh_database
 from tools import admin
 from tools.memory import FORGET, REWIND, TIMELINE
 

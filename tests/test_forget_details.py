@@ -10,7 +10,6 @@ import asyncio
 import json
 import subprocess
 import sys
-import uuid
 from typing import Any
 
 import psycopg
@@ -19,21 +18,18 @@ from click.testing import CliRunner
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 from langchain_core.runnables import RunnableConfig
 from langchain_core.tools import tool
-from langgraph.types import Command
 
 from agent.checkpointer import MemagentSaver
 from agent.cli import main
 from agent.errors import InvalidQuoteError, QuoteNotFoundError
-from agent.graph import make_graph
 from agent.prompts import REMOVED_MARKER
 from agent.session import ChatSession
 from agent.settings import Settings
 from agent.timeline import read_timeline
-from tests.conftest import table_counts
-from tests.fakes import ScriptedChatModel, call, check_provider_valid
-from tests.helpers import raw_hits
+from tests.fakes import call, check_provider_valid
+from tests.helpers import Chat, needle_columns, table_counts
 from tools import admin
-from tools.memory import FORGET_DETAILS, REWIND
+from tools.memory import REWIND
 
 CANARY = "Canary-7f3e 12 Main St"
 
@@ -44,49 +40,10 @@ async def lookup_address(address: str) -> str:
     return f"{address} is a bakery"
 
 
-class Chat:
-    """One thread driven by a scripted model, with the lookup tool bound."""
-
-    def __init__(self, saver: MemagentSaver) -> None:
-        self.saver = saver
-        self.model = ScriptedChatModel()
-        self.graph = make_graph(self.model, checkpointer=saver, extra_tools=[lookup_address])
-        self.thread_id = str(uuid.uuid4())
-
-    @property
-    def config(self) -> RunnableConfig:
-        return {"configurable": {"thread_id": self.thread_id}}
-
-    async def say(self, text: str, *replies: AIMessage | str) -> dict[str, Any]:
-        self.model.script.extend(replies or ["ok"])
-        result: dict[str, Any] = await self.graph.ainvoke(
-            {"messages": [HumanMessage(text)]}, self.config
-        )
-        return result
-
-    async def forget_details(self, *quotes: str, for_good: bool = False) -> dict[str, Any]:
-        args: dict[str, Any] = {"quotes": list(quotes)}
-        if for_good:
-            args["for_good"] = True
-        return await self.say("forget my address", self.model.calls(call(FORGET_DETAILS, **args)))
-
-    async def resume(self, answer: Any) -> dict[str, Any]:
-        result: dict[str, Any] = await self.graph.ainvoke(Command(resume=answer), self.config)
-        return result
-
-    async def messages(self) -> list[BaseMessage]:
-        state = await self.graph.aget_state(self.config)
-        return list(state.values.get("messages", []))
-
-    async def turn_points(self) -> list[str]:
-        entries = await read_timeline(self.saver, self.thread_id, 100)
-        return [e.checkpoint_id for e in entries if e.kind == "turn"]
-
-
 async def canary_thread(saver: MemagentSaver) -> Chat:
     """The canary in a user message (turn 7), an AI reply, a tool call and its result,
     on a thread of 20 turns with a rewind branch made at turn 20."""
-    chat = Chat(saver)
+    chat = Chat(saver, extra_tools=[lookup_address])
     for turn in range(1, 21):
         if turn == 7:
             await chat.say(
@@ -201,14 +158,14 @@ async def test_erase_for_good_after_a_yes_leaves_the_detail_in_no_row_of_any_tab
     saver: MemagentSaver, database_url: str
 ) -> None:
     chat = await canary_thread(saver)
-    assert raw_hits(database_url, CANARY)
+    assert needle_columns(database_url, CANARY)
     await chat.forget_details(CANARY.lower())  # soft first, as a user would
     head_before = await chat.messages()
     result = await chat.forget_details(CANARY, for_good=True)
     pending = result["__interrupt__"][0].value
     assert pending["quotes"] == [CANARY] and pending["action"] == "erase_for_good"
     await chat.resume(True)
-    assert raw_hits(database_url, CANARY) == {}
+    assert needle_columns(database_url, CANARY) == {}
     ids = await all_checkpoint_ids(database_url, chat.thread_id)
     assert len(ids) > 60
     cold = await _cold_saver(saver)
@@ -236,7 +193,7 @@ async def test_erase_for_good_after_a_yes_leaves_the_detail_in_no_row_of_any_tab
     await chat.say("undo", chat.model.calls(call(REWIND, checkpoint_id=points[-1])))
     await chat.say("and again", "ok")
     assert CANARY.lower() not in model_view(chat.model.inputs[-1]).lower()
-    assert raw_hits(database_url, CANARY) == {}
+    assert needle_columns(database_url, CANARY) == {}
     audit = await admin.aaudit(saver, chat.thread_id)
     assert CANARY.lower() not in str(audit).lower()
 
@@ -253,9 +210,9 @@ async def test_erase_for_good_without_a_yes_erases_nothing(
     chat = await canary_thread(saver)
     result = await chat.forget_details(CANARY, for_good=True)
     assert "__interrupt__" in result
-    hits = raw_hits(database_url, CANARY)
+    hits = needle_columns(database_url, CANARY)
     await chat.resume(answer)
-    after = raw_hits(database_url, CANARY)
+    after = needle_columns(database_url, CANARY)
     assert after["memagent_messages.blob"] == hits["memagent_messages.blob"]
     assert CANARY in model_view(await chat.messages())
     assert "Nothing was erased" in (await chat.messages())[-1].text
@@ -268,7 +225,7 @@ async def test_redact_out_of_band_rewrites_every_copy_in_one_call(
     erased = await admin.aredact(saver, chat.thread_id, [CANARY.upper()])
     assert erased.rows["memagent_messages"] == 4
     assert erased.rows["checkpoint_writes"] >= 1
-    assert raw_hits(database_url, CANARY) == {}
+    assert needle_columns(database_url, CANARY) == {}
     ids_before = await all_checkpoint_ids(database_url, chat.thread_id)
     await chat.say("still working?", "yes")
     assert f"my address is {REMOVED_MARKER}" in model_view(chat.model.inputs[-1])
@@ -280,7 +237,7 @@ async def test_redact_out_of_band_rewrites_every_copy_in_one_call(
 async def test_a_canary_in_the_run_config_lands_in_no_checkpoint_metadata(
     saver: MemagentSaver, database_url: str
 ) -> None:
-    chat = Chat(saver)
+    chat = Chat(saver, extra_tools=[lookup_address])
     config: RunnableConfig = {
         "configurable": {"thread_id": chat.thread_id, "user_email": CANARY},
         "metadata": {"customer": CANARY},
@@ -303,12 +260,12 @@ def test_cli_redact_asks_first_and_erases_only_after_a_yes(
             await session.send("t", "what is my address?")
 
     asyncio.run(converse())
-    before = raw_hits(database_url, CANARY)
+    before = needle_columns(database_url, CANARY)
     assert before
 
     declined = CliRunner().invoke(main, ["redact", "t", "--text", CANARY], input="n\n")
     assert declined.exit_code != 0 and "cannot be undone" in declined.output
-    assert raw_hits(database_url, CANARY) == before
+    assert needle_columns(database_url, CANARY) == before
 
     bad = CliRunner().invoke(main, ["redact", "t", "--text", "", "--yes"])
     assert bad.exit_code != 0 and "Traceback" not in bad.output and "empty" in bad.output
@@ -319,7 +276,7 @@ def test_cli_redact_asks_first_and_erases_only_after_a_yes(
     assert done.exit_code == 0, done.output
     rows = json.loads(done.stdout)["rows"]
     assert rows["memagent_messages"] >= 2
-    assert raw_hits(database_url, CANARY) == {}
+    assert needle_columns(database_url, CANARY) == {}
 
 
 def test_the_terminal_chat_forgets_undoes_and_erases_for_good_after_a_yes(
@@ -352,14 +309,14 @@ def test_the_terminal_chat_forgets_undoes_and_erases_for_good_after_a_yes(
     assert REMOVED_MARKER in answers[1]
     assert "Erase these details for good" in out
     assert "erased for good" in out
-    assert raw_hits(database_url, "12 Main St") == {}
+    assert needle_columns(database_url, "12 Main St") == {}
 
 
 async def test_redact_finds_quotes_with_sql_wildcards_backslashes_and_quotes_in_any_case(
     saver: MemagentSaver, database_url: str
 ) -> None:
     said = 'my folder is C:\\Temp\\100%_Done "Q3"'
-    chat = Chat(saver)
+    chat = Chat(saver, extra_tools=[lookup_address])
     await chat.say(said, "Noted.")
     await chat.say("something else", "ok")
 

@@ -12,7 +12,6 @@ import json
 import pickle
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -39,12 +38,19 @@ from agent.session import ChatSession
 from agent.settings import Settings
 from agent.sync import SyncChat
 from agent.validation import MAX_MESSAGE_CHARS
-from tests.conftest import table_counts
 from tests.fakes import ScriptedChatModel, call
+from tests.helpers import (
+    THREAD_TABLES,
+    SessionChat,
+    config,
+    count,
+    raw_rows,
+    table_counts,
+    tables_present,
+)
 from tools import admin
 from tools.memory import FORGET, REWIND, TIMELINE
 
-TABLES = ("checkpoints", "checkpoint_blobs", "checkpoint_writes", "memagent_messages")
 SQL_LOOKING = "x'; DROP TABLE checkpoints;--"
 CANARY = "canary-91c2-iban-DE00123456"
 
@@ -52,81 +58,26 @@ CANARY = "canary-91c2-iban-DE00123456"
 # --- helpers -------------------------------------------------------------------------
 
 
-@dataclass
-class Chat:
-    """A ``ChatSession`` whose model is scripted, plus ways to look at its threads."""
-
-    session: ChatSession
-    model: ScriptedChatModel
-
-    @property
-    def saver(self) -> MemagentSaver:
-        return self.session.saver
-
-    async def say(self, thread_id: str, text: str, *replies: AIMessage | str) -> str:
-        self.model.script.extend(replies or ["ok"])
-        return await self.session.send(thread_id, text)
-
-    async def state(self, thread_id: str) -> Any:
-        return await self.session.graph.aget_state(config(thread_id))
-
-    async def texts(self, thread_id: str) -> list[str]:
-        return [m.text for m in (await self.state(thread_id)).values.get("messages", [])]
-
-    async def tool_results(self, thread_id: str) -> list[str]:
-        messages = (await self.state(thread_id)).values.get("messages", [])
-        return [m.text for m in messages if isinstance(m, ToolMessage)]
-
-
 @pytest.fixture
-async def chat(settings: Settings) -> AsyncIterator[Chat]:
+async def chat(settings: Settings) -> AsyncIterator[SessionChat]:
     model = ScriptedChatModel()
     async with ChatSession.open(settings, model=model) as session:
-        yield Chat(session, model)
-
-
-def config(thread_id: str, checkpoint_id: str | None = None) -> RunnableConfig:
-    configurable: dict[str, Any] = {"thread_id": thread_id}
-    if checkpoint_id:
-        configurable["checkpoint_id"] = checkpoint_id
-    return {"configurable": configurable}
-
-
-def raw_rows(database_url: str, thread_id: str) -> dict[str, list[tuple[Any, ...]]]:
-    """Every column of every row of a thread, as stored: for byte-for-byte comparisons."""
-    with psycopg.connect(database_url) as conn:
-        return {
-            table: conn.execute(
-                f"SELECT * FROM {table} WHERE thread_id = %s ORDER BY 1, 2, 3, 4",
-                (thread_id,),
-            ).fetchall()
-            for table in TABLES
-        }
-
-
-def tables_present(database_url: str) -> set[str]:
-    with psycopg.connect(database_url) as conn:
-        rows = conn.execute(
-            "SELECT tablename FROM pg_tables WHERE tablename = ANY(%s)", (list(TABLES),)
-        ).fetchall()
-    return {row[0] for row in rows}
+        yield SessionChat(session, model)
 
 
 def memory_marked(database_url: str) -> int:
     """Checkpoints anywhere that carry a forget or rewind marker."""
-    with psycopg.connect(database_url) as conn:
-        row = conn.execute(
-            "SELECT count(*) FROM checkpoints "
-            "WHERE metadata ? 'rewound_to' OR metadata ? 'memory_cleared'"
-        ).fetchone()
-    assert row is not None
-    return int(row[0])
+    return count(
+        database_url,
+        "SELECT count(*) FROM checkpoints "
+        "WHERE metadata ? 'rewound_to' OR metadata ? 'memory_cleared'",
+    )
 
 
 # --- 8. hostile text -----------------------------------------------------------------
 
 
-async def test_nul_and_control_characters_in_a_message(chat: Chat) -> None:
+async def test_nul_and_control_characters_in_a_message(chat: SessionChat) -> None:
     """NUL is dropped (PostgreSQL and terminals cannot carry it); the rest is kept."""
     await chat.say("t", "my name is A\x00da\x01\x07 and\tI\x1b[2J\x7fsay\r\nhi", "hello")
     await chat.say("t", "what is my name?", "Ada")
@@ -142,7 +93,7 @@ async def test_nul_and_control_characters_in_a_message(chat: Chat) -> None:
 
 @pytest.mark.parametrize("blank", ["", "   ", "\x00\x00", " \x00\n\t"])
 async def test_an_empty_message_is_refused_and_writes_nothing(
-    chat: Chat, database_url: str, blank: str
+    chat: SessionChat, database_url: str, blank: str
 ) -> None:
     await chat.say("t", "hello", "hi")
     before = raw_rows(database_url, "t")
@@ -156,7 +107,7 @@ async def test_an_empty_message_is_refused_and_writes_nothing(
 
 
 async def test_a_five_megabyte_message_is_refused_clearly_and_the_thread_goes_on(
-    chat: Chat, database_url: str
+    chat: SessionChat, database_url: str
 ) -> None:
     await chat.say("t", "hello", "hi")
     before = table_counts(database_url)
@@ -175,7 +126,7 @@ async def test_a_five_megabyte_message_is_refused_clearly_and_the_thread_goes_on
 EMOJI_RTL = "שלום 👋🏽 مرحبا 👨‍👩‍👧‍👦 🇩🇪 e\u0301 \u202eevil\u202c 𝔘𝔫𝔦𝔠𝔬𝔡𝔢"
 
 
-async def test_emoji_and_right_to_left_text_round_trip(chat: Chat) -> None:
+async def test_emoji_and_right_to_left_text_round_trip(chat: SessionChat) -> None:
     thread = "שיחה-🙂-محادثة"
     await chat.say(thread, EMOJI_RTL, f"echo: {EMOJI_RTL}")
     forget = chat.model.calls(call(FORGET, reason="بناءً على طلب 🙏"))
@@ -197,7 +148,7 @@ async def test_emoji_and_right_to_left_text_round_trip(chat: Chat) -> None:
     assert [t["thread_id"] for t in await admin.athreads(chat.saver)] == [thread]
 
 
-async def test_lone_surrogates_in_text_and_in_a_tool_argument(chat: Chat) -> None:
+async def test_lone_surrogates_in_text_and_in_a_tool_argument(chat: SessionChat) -> None:
     """Invalid Unicode from a model or a client is stored as "?", not a failed turn.
 
     A lone surrogate cannot be encoded as UTF-8; PostgreSQL's JSONB (checkpoint
@@ -218,7 +169,7 @@ async def test_lone_surrogates_in_text_and_in_a_tool_argument(chat: Chat) -> Non
 
 
 async def test_nul_and_invalid_unicode_in_run_metadata_and_configurable(
-    chat: Chat, database_url: str
+    chat: SessionChat, database_url: str
 ) -> None:
     """langgraph copies a run's ``metadata`` and ``configurable`` into checkpoint metadata.
 
@@ -249,7 +200,7 @@ async def test_nul_and_invalid_unicode_in_run_metadata_and_configurable(
     ids=["nul", "newline", "escape", "lone-surrogate", "empty", "too-long"],
 )
 async def test_chat_refuses_unusable_thread_ids_and_writes_nothing(
-    chat: Chat, database_url: str, bad_thread: str
+    chat: SessionChat, database_url: str, bad_thread: str
 ) -> None:
     """test_admin.py checks NUL, empty and long ids on admin; this adds the chat and the rest."""
     await chat.say("t", "hello", "hi")
@@ -275,14 +226,14 @@ HOSTILE_THREAD_IDS = [SQL_LOOKING, "' OR '1'='1", "t'); DELETE FROM checkpoints;
 
 @pytest.mark.parametrize("odd_thread", HOSTILE_THREAD_IDS)
 async def test_sql_looking_thread_ids_are_just_names(
-    chat: Chat, database_url: str, odd_thread: str
+    chat: SessionChat, database_url: str, odd_thread: str
 ) -> None:
     """Unknown to admin: a clear answer and no change; as a chat thread: an ordinary thread."""
     await chat.say("victim", f"my iban is {CANARY}", "noted")
     victim = raw_rows(database_url, "victim")
     before = table_counts(database_url)
 
-    assert (await admin.adelete(chat.saver, odd_thread)).rows == dict.fromkeys(TABLES, 0)
+    assert (await admin.adelete(chat.saver, odd_thread)).rows == dict.fromkeys(THREAD_TABLES, 0)
     assert await admin.atimeline(chat.saver, odd_thread) == []
     with pytest.raises(RequestError, match="no thread"):
         await admin.aforget(chat.saver, odd_thread)
@@ -297,7 +248,7 @@ async def test_sql_looking_thread_ids_are_just_names(
     assert [e.kind for e in await admin.atimeline(chat.saver, odd_thread)] == ["forget", "turn"]
     await admin.adelete(chat.saver, odd_thread)
 
-    assert tables_present(database_url) == set(TABLES)
+    assert tables_present(database_url) == set(THREAD_TABLES)
     assert raw_rows(database_url, "victim") == victim
     assert table_counts(database_url) == before
     assert await chat.texts("victim") == [f"my iban is {CANARY}", "noted"]
@@ -328,7 +279,7 @@ HOSTILE_CHECKPOINT_IDS = {
     "bad_id", HOSTILE_CHECKPOINT_IDS.values(), ids=HOSTILE_CHECKPOINT_IDS.keys()
 )
 async def test_admin_rewind_refuses_hostile_checkpoint_ids_and_writes_nothing(
-    chat: Chat, database_url: str, bad_id: str
+    chat: SessionChat, database_url: str, bad_id: str
 ) -> None:
     await chat.say("t", "hello", "hi")
     before = table_counts(database_url)
@@ -338,12 +289,12 @@ async def test_admin_rewind_refuses_hostile_checkpoint_ids_and_writes_nothing(
 
     assert len(str(refused.value)) < 300  # a huge id is not echoed back in full
     assert table_counts(database_url) == before
-    assert tables_present(database_url) == set(TABLES)
+    assert tables_present(database_url) == set(THREAD_TABLES)
     assert await admin.aaudit(chat.saver) == []
 
 
 async def test_admin_rewind_refuses_a_checkpoint_outside_the_root_namespace(
-    chat: Chat, database_url: str
+    chat: SessionChat, database_url: str
 ) -> None:
     await chat.say("t", "hello", "hi")
     nested = await _nested_checkpoint(chat.saver, "t")
@@ -370,7 +321,7 @@ async def test_admin_rewind_refuses_a_checkpoint_outside_the_root_namespace(
     ids=["uuid-or-true", "nul-inside", "lone-surrogate", "huge", "int", "null", "list"],
 )
 async def test_rewind_tool_refuses_hostile_arguments(
-    chat: Chat, database_url: str, bad_arg: Any
+    chat: SessionChat, database_url: str, bad_arg: Any
 ) -> None:
     """What test_memory_tools does not send: NUL, invalid Unicode, huge and non-text ids."""
     await chat.say("victim", f"my iban is {CANARY}", "noted")
@@ -495,7 +446,7 @@ async def _plant(database_url: str, thread_id: str, type_: str, blob: bytes) -> 
 
 @pytest.mark.parametrize("kind", ["msgpack", "json"])
 async def test_a_crafted_row_naming_a_callable_is_not_run_on_load(
-    chat: Chat,
+    chat: SessionChat,
     database_url: str,
     tmp_path: Path,
     serde_events: list[SerdeEvent],
@@ -523,7 +474,7 @@ async def test_a_crafted_row_naming_a_callable_is_not_run_on_load(
 
 
 async def test_a_pickle_row_is_never_unpickled(
-    chat: Chat, database_url: str, tmp_path: Path
+    chat: SessionChat, database_url: str, tmp_path: Path
 ) -> None:
     flag = tmp_path / "flag"
     await chat.say("t", "hello", "hi")
@@ -538,7 +489,7 @@ async def test_a_pickle_row_is_never_unpickled(
 
 
 async def test_the_apps_own_state_round_trips_through_the_strict_serializer(
-    chat: Chat, serde_events: list[SerdeEvent]
+    chat: SessionChat, serde_events: list[SerdeEvent]
 ) -> None:
     """The saver itself (no graph-derived allow-list) revives every type memagent stores."""
     await chat.say("t", f"my iban is {CANARY}", chat.model.calls(call(TIMELINE)), "listed")
@@ -605,7 +556,7 @@ def test_sync_chat_on_its_own_loop_thread_raises_instead_of_hanging(settings: Se
 
 
 async def test_injected_memory_commands_cannot_reach_another_thread(
-    chat: Chat, database_url: str
+    chat: SessionChat, database_url: str
 ) -> None:
     """The model obeys a user message that names another thread: only its own changes."""
     await chat.say("alice", f"my iban is {CANARY}", "noted")

@@ -21,59 +21,19 @@ from agent.graph import make_graph
 from agent.prompts import FORGET_CONFIRMATION, REWIND_CONFIRMATION, UNDO_HINT
 from agent.timeline import read_timeline
 from tests.fakes import ScriptedChatModel, call, check_provider_valid
+from tests.helpers import Chat
 from tools.memory import FORGET, REWIND, TIMELINE
 
 CANARY = "canary-7f3e-address-12-Main-St"
 
 
-@pytest.fixture(params=["postgres", "in-memory"])
+@pytest.fixture(params=[pytest.param("postgres", marks=pytest.mark.db), "in-memory"])
 async def any_saver(request: pytest.FixtureRequest) -> AsyncIterator[BaseCheckpointSaver[Any]]:
     if request.param == "postgres":
         async with open_saver(request.getfixturevalue("settings")) as saver:
             yield saver
     else:
         yield MemagentInMemorySaver()
-
-
-class Chat:
-    """One thread of a graph driven by a scripted model, with helpers to inspect it."""
-
-    def __init__(self, saver: BaseCheckpointSaver[Any], thread_id: str | None = None) -> None:
-        self.saver = saver
-        self.model = ScriptedChatModel()
-        self.graph = make_graph(self.model, checkpointer=saver)
-        self.thread_id = thread_id or str(uuid.uuid4())
-
-    @property
-    def config(self) -> RunnableConfig:
-        return {"configurable": {"thread_id": self.thread_id}}
-
-    async def say(self, text: str, *replies: AIMessage | str) -> list[BaseMessage]:
-        """One turn: the model answers with ``replies`` (default: "ok")."""
-        self.model.script.extend(replies or ["ok"])
-        result = await self.graph.ainvoke({"messages": [HumanMessage(text)]}, self.config)
-        messages: list[BaseMessage] = result["messages"]
-        return messages
-
-    async def forget(self, reason: str | None = None) -> list[BaseMessage]:
-        args = {"reason": reason} if reason else {}
-        return await self.say("please forget this", self.model.calls(call(FORGET, **args)))
-
-    async def rewind(self, checkpoint_id: str, *after: str) -> list[BaseMessage]:
-        step = self.model.calls(call(REWIND, checkpoint_id=checkpoint_id))
-        return await self.say("go back", step, *after)
-
-    async def messages(self) -> list[BaseMessage]:
-        state = await self.graph.aget_state(self.config)
-        return list(state.values.get("messages", []))
-
-    async def history(self) -> list[Any]:
-        return [s async for s in self.graph.aget_state_history(self.config)]
-
-    async def turn_points(self) -> list[str]:
-        """Rewind points of the turns, newest first."""
-        entries = await read_timeline(self.saver, self.thread_id, 50)
-        return [e.checkpoint_id for e in entries if e.kind == "turn"]
 
 
 def texts(messages: list[BaseMessage]) -> list[str]:
@@ -85,6 +45,14 @@ def snapshot(history: list[Any]) -> dict[str, list[str]]:
         s.config["configurable"]["checkpoint_id"]: texts(s.values.get("messages", []))
         for s in history
     }
+
+
+async def three_turns(saver: BaseCheckpointSaver[Any]) -> Chat:
+    """A thread where the user said "first", "second", "third" and heard "one", "two", "three"."""
+    chat = Chat(saver)
+    for text, reply in (("first", "one"), ("second", "two"), ("third", "three")):
+        await chat.say(text, reply)
+    return chat
 
 
 # --- forget_conversation -------------------------------------------------------------
@@ -168,10 +136,7 @@ async def test_forget_on_an_empty_thread_and_twice_is_harmless(
 async def test_rewind_restores_the_target_and_forks_from_it(
     any_saver: BaseCheckpointSaver[Any],
 ) -> None:
-    chat = Chat(any_saver)
-    await chat.say("first", "one")
-    await chat.say("second", "two")
-    await chat.say("third", "three")
+    chat = await three_turns(any_saver)
     target = (await chat.turn_points())[1]  # before "second"
     target_state = await chat.graph.aget_state(
         {"configurable": {"thread_id": chat.thread_id, "checkpoint_id": target}}
@@ -195,10 +160,7 @@ async def test_rewind_restores_the_target_and_forks_from_it(
 async def test_a_rewind_can_be_undone_by_rewinding_forward(
     any_saver: BaseCheckpointSaver[Any],
 ) -> None:
-    chat = Chat(any_saver)
-    await chat.say("first", "one")
-    await chat.say("second", "two")
-    await chat.say("third", "three")
+    chat = await three_turns(any_saver)
     points = await chat.turn_points()  # before third, before second, before first
     await chat.rewind(points[1])
     assert "two" not in texts(await chat.messages())

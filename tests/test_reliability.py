@@ -17,9 +17,7 @@ import dataclasses
 import os
 import subprocess
 import sys
-import threading
 import time
-import uuid
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -27,9 +25,6 @@ from typing import Any
 
 import psycopg
 import pytest
-from langchain_core.messages import AIMessage, BaseMessage
-from langchain_core.runnables import RunnableConfig
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from agent.checkpointer import MemagentSaver, open_saver
 from agent.errors import DatabaseUnavailableError
@@ -38,35 +33,9 @@ from agent.session import ChatSession
 from agent.settings import Settings
 from agent.store import sql
 from agent.timeline import read_timeline
-from tests.conftest import table_counts
 from tests.fakes import ScriptedChatModel
+from tests.helpers import HANG_GUARD, Gate, config, create_database, table_counts
 from tools import admin
-
-HANG_GUARD = 60.0
-"""Seconds after which a stuck wait fails the test instead of hanging the run."""
-
-
-class Gate:
-    """A model step that blocks until the test lets it go, so a turn is caught mid-way.
-
-    The model runs in a worker thread (LangChain calls a sync model off the loop), so
-    the gate is a ``threading.Event``; the test waits for ``entered`` off the loop.
-    """
-
-    def __init__(self, reply: str) -> None:
-        self.reply = reply
-        self.entered = threading.Event()
-        self.release = threading.Event()
-
-    def __call__(self, messages: list[BaseMessage]) -> AIMessage:
-        self.entered.set()
-        if not self.release.wait(HANG_GUARD):
-            raise TimeoutError("the test never released the gate")
-        return AIMessage(self.reply)
-
-    async def reached(self) -> None:
-        if not await asyncio.to_thread(self.entered.wait, HANG_GUARD):
-            raise TimeoutError("the turn never reached the model")
 
 
 def session_on(saver: MemagentSaver, *script: Any) -> tuple[ChatSession, ScriptedChatModel]:
@@ -74,13 +43,9 @@ def session_on(saver: MemagentSaver, *script: Any) -> tuple[ChatSession, Scripte
     return ChatSession(make_graph(model, checkpointer=saver), saver), model
 
 
-def config_of(thread_id: str) -> RunnableConfig:
-    return {"configurable": {"thread_id": thread_id}}
-
-
 async def conversation(session: ChatSession, thread_id: str) -> list[tuple[str, str]]:
     """The head's messages as (kind, text), what the next turn will see."""
-    state = await session.graph.aget_state(config_of(thread_id))
+    state = await session.graph.aget_state(config(thread_id))
     return [(m.type, m.text) for m in state.values.get("messages", [])]
 
 
@@ -184,12 +149,7 @@ class OwnServer:
                 time.sleep(1)
 
     def new_database(self) -> str:
-        name = f"memagent_restart_{uuid.uuid4().hex[:8]}"
-        with psycopg.connect(self.url, autocommit=True) as conn:
-            conn.execute(f'CREATE DATABASE "{name}"')
-        params = conninfo_to_dict(self.url)
-        params["dbname"] = name
-        return make_conninfo("", **params)
+        return create_database(self.url, "memagent_restart")
 
     def close(self) -> None:
         # After a restart pgserver's handle still points at the old postmaster and
@@ -283,7 +243,7 @@ async def test_a_turn_the_outage_interrupted_fails_clearly_and_resumes_on_retry(
             ("human", "second"),
             ("ai", "answer to second"),
         ]
-        state = await reopened_session.graph.aget_state(config_of("t"))
+        state = await reopened_session.graph.aget_state(config("t"))
         assert state.next == ()  # nothing left half done
         turns = [e.preview for e in await read_timeline(reopened, "t", 10) if e.kind == "turn"]
         assert turns == ["second", "hello"]
@@ -347,7 +307,7 @@ async def test_a_rewind_waits_for_the_running_turn_then_applies(saver: MemagentS
 
     # The rewind came last and holds: back to before "one" (its confirmation aside).
     assert [text for kind, text in await conversation(session, "t") if kind == "human"] == []
-    history = [s async for s in session.graph.aget_state_history(config_of("t"))]
+    history = [s async for s in session.graph.aget_state_history(config("t"))]
     said = {m.text for s in history for m in s.values.get("messages", [])}
     assert {"two", "reply to two"} <= said  # the turn is not lost: it can be rewound to
 

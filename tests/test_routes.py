@@ -11,13 +11,12 @@ is driven as a library user drives it, and as ``langgraph dev`` drives it (a cop
 from __future__ import annotations
 
 import asyncio
-import threading
 from dataclasses import dataclass
 from typing import Any, TypedDict
 
 import psycopg
 import pytest
-from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
+from langchain_core.messages import AIMessage, HumanMessage
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import empty_checkpoint
 from langgraph.graph import END, START, StateGraph
@@ -28,41 +27,12 @@ from agent.errors import InvalidThreadIdError, ThreadBusyError, UnstorableValueE
 from agent.graph import make_graph
 from agent.session import ChatSession
 from agent.settings import Settings, SettingsError
-from tests.conftest import table_counts
 from tests.fakes import ScriptedChatModel
+from tests.helpers import HANG_GUARD, Gate, config, table_counts
 from tools import admin
-
-HANG_GUARD = 60.0
-"""Seconds after which a stuck wait fails the test instead of hanging the run."""
 
 SETTLE = 0.5
 """Seconds given to a second caller to reach the point where it must wait."""
-
-
-class Gate:
-    """A model step that blocks until the test lets it go, so a turn is caught mid-way."""
-
-    def __init__(self, reply: str) -> None:
-        self.reply = reply
-        self.entered = threading.Event()
-        self.release = threading.Event()
-
-    def __call__(self, messages: list[BaseMessage]) -> AIMessage:
-        self.entered.set()
-        if not self.release.wait(HANG_GUARD):
-            raise TimeoutError("the test never released the gate")
-        return AIMessage(self.reply)
-
-    async def reached(self) -> None:
-        if not await asyncio.to_thread(self.entered.wait, HANG_GUARD):
-            raise TimeoutError("the turn never reached the model")
-
-
-def config_of(thread_id: str, checkpoint_id: str | None = None) -> RunnableConfig:
-    configurable: dict[str, Any] = {"thread_id": thread_id}
-    if checkpoint_id:
-        configurable["checkpoint_id"] = checkpoint_id
-    return {"configurable": configurable}
 
 
 def said(text: str) -> dict[str, Any]:
@@ -72,7 +42,7 @@ def said(text: str) -> dict[str, Any]:
 async def head_messages(
     graph: CompiledStateGraph[Any, Any, Any, Any], thread_id: str
 ) -> list[tuple[str, str]]:
-    state = await graph.aget_state(config_of(thread_id))
+    state = await graph.aget_state(config(thread_id))
     return [(m.type, m.text) for m in state.values.get("messages", [])]
 
 
@@ -106,9 +76,9 @@ async def test_two_concurrent_ainvoke_on_one_thread_both_stay(
 ) -> None:
     gate = Gate("reply to the first")
     graph = route(saver, ScriptedChatModel(script=[gate, "reply to the second"]))
-    first = asyncio.create_task(graph.ainvoke(said("one"), config_of("t")))
+    first = asyncio.create_task(graph.ainvoke(said("one"), config("t")))
     await gate.reached()
-    second = asyncio.create_task(graph.ainvoke(said("two"), config_of("t")))
+    second = asyncio.create_task(graph.ainvoke(said("two"), config("t")))
     await asyncio.sleep(SETTLE)
     waited = not second.done()  # it waits for the first turn instead of racing it
     gate.release.set()
@@ -128,18 +98,18 @@ async def test_a_turn_kept_waiting_too_long_is_refused_and_loses_nothing(
 ) -> None:
     gate = Gate("reply to the first")
     graph = make_graph(ScriptedChatModel(script=[gate]), checkpointer=saver)
-    first = asyncio.create_task(graph.ainvoke(said("one"), config_of("t")))
+    first = asyncio.create_task(graph.ainvoke(said("one"), config("t")))
     await gate.reached()
     saver.busy_timeout = 0.2
     try:
         with pytest.raises(ThreadBusyError, match="busy"):
-            await graph.ainvoke(said("two"), config_of("t"))
+            await graph.ainvoke(said("two"), config("t"))
     finally:
         gate.release.set()
     await asyncio.wait_for(first, HANG_GUARD)
     assert await head_messages(graph, "t") == [("human", "one"), ("ai", "reply to the first")]
     saver.busy_timeout = 30.0
-    await graph.ainvoke(said("two"), config_of("t"))  # the refused turn, sent again
+    await graph.ainvoke(said("two"), config("t"))  # the refused turn, sent again
     assert [text for kind, text in await head_messages(graph, "t") if kind == "human"] == [
         "one",
         "two",
@@ -151,11 +121,11 @@ async def test_sync_update_state_from_another_thread_waits_for_the_running_turn(
 ) -> None:
     gate = Gate("reply to the first")
     graph = make_graph(ScriptedChatModel(script=[gate]), checkpointer=saver)
-    first = asyncio.create_task(graph.ainvoke(said("one"), config_of("t")))
+    first = asyncio.create_task(graph.ainvoke(said("one"), config("t")))
     await gate.reached()
     note = {"messages": [AIMessage("a note added from a worker thread")]}
     update = asyncio.create_task(
-        asyncio.to_thread(graph.update_state, config_of("t"), note, as_node="agent")
+        asyncio.to_thread(graph.update_state, config("t"), note, as_node="agent")
     )
     await asyncio.sleep(SETTLE)
     waited = not update.done()
@@ -175,7 +145,7 @@ async def test_sync_invoke_is_refused_clearly_before_anything_is_written(
     graph = make_graph(ScriptedChatModel(), checkpointer=saver)
     before = table_counts(database_url)
     with pytest.raises(TypeError, match="ainvoke"):
-        await asyncio.to_thread(graph.invoke, said("one"), config_of("t"))
+        await asyncio.to_thread(graph.invoke, said("one"), config("t"))
     assert table_counts(database_url) == before
 
 
@@ -190,9 +160,9 @@ async def test_a_forget_during_a_turn_waits_and_is_not_undone(
     gate = Gate("reply written during the forget")
     model = ScriptedChatModel(script=["noted", gate])
     graph = route(saver, model)
-    await graph.ainvoke(said(f"my code is {secret}"), config_of("t"))
+    await graph.ainvoke(said(f"my code is {secret}"), config("t"))
 
-    turn = asyncio.create_task(graph.ainvoke(said("and another thing"), config_of("t")))
+    turn = asyncio.create_task(graph.ainvoke(said("and another thing"), config("t")))
     await gate.reached()
     forget = asyncio.create_task(admin.aforget(saver, "t"))
     await asyncio.sleep(SETTLE)
@@ -201,7 +171,7 @@ async def test_a_forget_during_a_turn_waits_and_is_not_undone(
     await asyncio.wait_for(asyncio.gather(turn, forget), HANG_GUARD)
     assert waited
 
-    await graph.ainvoke(said("what do you remember?"), config_of("t"))
+    await graph.ainvoke(said("what do you remember?"), config("t"))
     assert secret not in model.said()  # the next model call does not see it
 
 
@@ -221,9 +191,9 @@ async def test_a_run_and_a_state_update_at_an_older_checkpoint_fork_as_upstream(
     saver: MemagentSaver,
 ) -> None:
     graph = make_graph(ScriptedChatModel(script=["a1", "a2", "b2"]), checkpointer=saver)
-    await graph.ainvoke(said("one"), config_of("t"))
-    await graph.ainvoke(said("two"), config_of("t"))
-    history = [s async for s in graph.aget_state_history(config_of("t"))]
+    await graph.ainvoke(said("one"), config("t"))
+    await graph.ainvoke(said("two"), config("t"))
+    history = [s async for s in graph.aget_state_history(config("t"))]
     after_one = next(
         s
         for s in history
@@ -231,7 +201,7 @@ async def test_a_run_and_a_state_update_at_an_older_checkpoint_fork_as_upstream(
     )
     fork_id = after_one.config["configurable"]["checkpoint_id"]
 
-    await graph.ainvoke(said("other two"), config_of("t", fork_id))
+    await graph.ainvoke(said("other two"), config("t", fork_id))
     assert [text for _, text in await head_messages(graph, "t")] == [
         "one",
         "a1",
@@ -239,12 +209,12 @@ async def test_a_run_and_a_state_update_at_an_older_checkpoint_fork_as_upstream(
         "b2",
     ]
     edited = await graph.aupdate_state(
-        config_of("t", fork_id), {"messages": [AIMessage("edited")]}, as_node="agent"
+        config("t", fork_id), {"messages": [AIMessage("edited")]}, as_node="agent"
     )
     state = await graph.aget_state(edited)
     assert [m.text for m in state.values["messages"]] == ["one", "a1", "edited"]
     # Time travel: replaying from a past checkpoint re-runs from there.
-    replayed = await graph.ainvoke(None, config_of("t", fork_id))
+    replayed = await graph.ainvoke(None, config("t", fork_id))
     assert [m.text for m in replayed["messages"]] == ["one", "a1"]
 
 
@@ -261,9 +231,9 @@ async def test_a_bad_thread_id_through_the_compiled_graph_is_a_clear_error(
 ) -> None:
     graph = make_graph(ScriptedChatModel(), checkpointer=saver)
     with pytest.raises(InvalidThreadIdError, match=r"[Tt]hread id"):
-        await graph.ainvoke(said("hello"), config_of(thread_id))
+        await graph.ainvoke(said("hello"), config(thread_id))
     with pytest.raises(InvalidThreadIdError):
-        await graph.aget_state(config_of(thread_id))
+        await graph.aget_state(config(thread_id))
 
 
 @BAD_THREAD_IDS
@@ -271,13 +241,13 @@ async def test_every_saver_entry_point_refuses_a_bad_thread_id(
     saver: MemagentSaver, thread_id: str
 ) -> None:
     checkpoint = empty_checkpoint()
-    config = config_of(thread_id)
+    thread: RunnableConfig = config(thread_id)
     root: RunnableConfig = {
         "configurable": {"thread_id": thread_id, "checkpoint_ns": "", "checkpoint_id": "1"}
     }
     calls = {
-        "aget_tuple": lambda: saver.aget_tuple(config),
-        "alist": lambda: anext(aiter(saver.alist(config)), None),
+        "aget_tuple": lambda: saver.aget_tuple(thread),
+        "alist": lambda: anext(aiter(saver.alist(thread)), None),
         "aput": lambda: saver.aput(root, checkpoint, {}, {}),
         "aput_writes": lambda: saver.aput_writes(root, [("messages", [])], "task"),
         "adelete_thread": lambda: saver.adelete_thread(thread_id),
@@ -338,13 +308,13 @@ async def test_a_state_type_that_would_not_load_back_is_refused_when_written(
 ) -> None:
     graph = pin_graph(saver)
     with pytest.raises(UnstorableValueError, match=r"tests\.test_routes\.Pin") as refused:
-        await graph.ainvoke({"note": "hello"}, config_of("t"))
+        await graph.ainvoke({"note": "hello"}, config("t"))
     assert "MEMAGENT_SERDE_ALLOW=tests.test_routes.Pin" in str(refused.value)
     assert pin_rows(database_url) == 0  # never stored, so never read back as a dict
 
     before = table_counts(database_url)
     with pytest.raises(UnstorableValueError):
-        await graph.aupdate_state(config_of("t"), {"pin": Pin("gate", 1)}, as_node="remember")
+        await graph.aupdate_state(config("t"), {"pin": Pin("gate", 1)}, as_node="remember")
     assert table_counts(database_url) == before
 
 
@@ -354,8 +324,8 @@ async def test_an_allowed_state_type_round_trips_as_itself(
     monkeypatch.setenv("MEMAGENT_SERDE_ALLOW", "tests.test_routes.Pin, collections.OrderedDict")
     async with open_saver(Settings.from_env()) as saver:
         graph = pin_graph(saver)
-        await graph.ainvoke({"note": "hello"}, config_of("t"))
-        state = await graph.aget_state(config_of("t"))
+        await graph.ainvoke({"note": "hello"}, config("t"))
+        state = await graph.aget_state(config("t"))
     assert type(state.values["pin"]) is Pin
     assert state.values["pin"] == Pin("door", 4711)
 

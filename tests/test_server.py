@@ -19,7 +19,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -32,26 +31,32 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import psycopg
 import pytest
 from langchain_core.runnables import RunnableConfig
 from langgraph_sdk import get_sync_client
 from langgraph_sdk.client import SyncLangGraphClient
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
-from psycopg.rows import dict_row
+from psycopg.conninfo import conninfo_to_dict
 
 from agent import auth as memagent_auth
 from agent.checkpointer import MemagentSaver, open_saver
 from agent.model import OFFLINE_LABEL
 from agent.prompts import ERASE_CONFIRMATION, ERASE_DECLINED, ERASE_QUESTION, REMOVED_MARKER
-from tests.helpers import claims, raw_hits, serving_jwks
+from tests.helpers import (
+    PROJECT,
+    THREAD_TABLES,
+    claims,
+    free_port,
+    fresh_database,
+    needle_columns,
+    rows,
+    serving_jwks,
+    thread_rows,
+)
 
-PROJECT = Path(__file__).resolve().parents[1]
 LANGGRAPH = Path(sys.executable).parent / "langgraph"
 GRAPH = "agent"
 STARTUP_SECONDS = 90.0
 STOP_SECONDS = 20.0
-TABLES = ("checkpoints", "checkpoint_blobs", "checkpoint_writes")
 
 # --- running a server -------------------------------------------------------------
 
@@ -77,33 +82,6 @@ class Server:
         """The end of the server's output, for failure messages."""
         text = self.log.read_text(errors="replace") if self.log.exists() else ""
         return "\n".join(text.splitlines()[-lines:])
-
-
-def free_port() -> int:
-    """A TCP port nobody listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def with_dbname(url: str, dbname: str) -> str:
-    """``url`` pointing at another database on the same server."""
-    params = conninfo_to_dict(url)
-    params["dbname"] = dbname
-    return make_conninfo("", **params)
-
-
-@contextmanager
-def fresh_database(admin_url: str) -> Iterator[str]:
-    """A new, empty database for one server, dropped afterwards."""
-    name = f"memagent_server_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield with_dbname(admin_url, name)
-    finally:
-        with psycopg.connect(admin_url, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def server_env(workdir: Path, overrides: dict[str, str]) -> dict[str, str]:
@@ -191,7 +169,7 @@ def running_server(
 @pytest.fixture(scope="module")
 def server(postgres_server_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """``langgraph dev`` without auth, on a fresh database."""
-    with fresh_database(postgres_server_url) as database_url:
+    with fresh_database(postgres_server_url, "memagent_server") as database_url:
         workdir = tmp_path_factory.mktemp("server") / "app"
         env = server_env(workdir, {"DATABASE_URL": database_url})
         with running_server(workdir, env) as running:
@@ -204,7 +182,7 @@ def auth_server(
 ) -> Iterator[Server]:
     """``langgraph dev`` with ``MEMAGENT_AUTH=true``, on a fresh database."""
     secret = secrets.token_urlsafe(32)
-    with fresh_database(postgres_server_url) as database_url:
+    with fresh_database(postgres_server_url, "memagent_server") as database_url:
         workdir = tmp_path_factory.mktemp("auth-server") / "app"
         env = server_env(
             workdir,
@@ -261,22 +239,6 @@ def turn_points(client: SyncLangGraphClient, thread_id: str) -> list[dict[str, A
     return list(reversed(points))
 
 
-def rows(database_url: str, query: str, *params: Any) -> list[dict[str, Any]]:
-    """Runs a query on the server's database."""
-    with psycopg.connect(database_url, row_factory=dict_row) as conn:
-        return list(conn.execute(query, params).fetchall())
-
-
-def thread_row_counts(database_url: str, thread_id: str) -> dict[str, int]:
-    """Rows of one thread in each checkpoint table."""
-    return {
-        table: rows(
-            database_url, f"SELECT count(*) AS n FROM {table} WHERE thread_id = %s", thread_id
-        )[0]["n"]
-        for table in TABLES
-    }
-
-
 def http_status(call: Any, *args: Any, **kwargs: Any) -> int:
     """The HTTP status a failing SDK call got (fails the test if it succeeded)."""
     with pytest.raises(httpx.HTTPStatusError) as caught:
@@ -297,7 +259,7 @@ def test_server_uses_the_memagent_saver(server: Server) -> None:
     thread = client.threads.create()
     assert memagent_auth.OWNER_KEY not in (thread["metadata"] or {})  # auth off: no stamp
     say(client, thread["thread_id"], "my name is Ada")
-    assert thread_row_counts(server.database_url, thread["thread_id"])["checkpoints"] > 0
+    assert thread_rows(server.database_url, thread["thread_id"])["checkpoints"] > 0
 
 
 def test_forget_through_the_api(server: Server) -> None:
@@ -406,19 +368,19 @@ def test_delete_thread_removes_every_row(server: Server) -> None:
     say(client, thread_id, "my name is Ada")
     keep = client.threads.create()["thread_id"]
     say(client, keep, "my name is Bob")
-    assert thread_row_counts(server.database_url, thread_id)["checkpoint_writes"] > 0
+    assert thread_rows(server.database_url, thread_id)["checkpoint_writes"] > 0
 
     client.threads.delete(thread_id)
 
     assert http_status(client.threads.get_state, thread_id) == 404
-    assert thread_row_counts(server.database_url, thread_id) == dict.fromkeys(TABLES, 0)
+    assert thread_rows(server.database_url, thread_id) == dict.fromkeys(THREAD_TABLES, 0)
     assert texts(state_messages(client, keep), "human") == ["my name is Bob"]
 
     # Pruning: "delete" is the same delete; "keep_latest" is refused by langgraph dev.
     assert http_status(client.threads.prune, [keep], strategy="keep_latest") == 422
-    assert thread_row_counts(server.database_url, keep)["checkpoints"] > 0
+    assert thread_rows(server.database_url, keep)["checkpoints"] > 0
     client.threads.prune([keep], strategy="delete")
-    assert thread_row_counts(server.database_url, keep) == dict.fromkeys(TABLES, 0)
+    assert thread_rows(server.database_url, keep) == dict.fromkeys(THREAD_TABLES, 0)
 
 
 async def test_a_server_run_waits_for_another_process_holding_the_thread(
@@ -432,13 +394,13 @@ async def test_a_server_run_waits_for_another_process_holding_the_thread(
     client = server.client()
     thread_id = client.threads.create()["thread_id"]
     say(client, thread_id, "my name is Ada")
-    before = thread_row_counts(server.database_url, thread_id)
+    before = thread_rows(server.database_url, thread_id)
     async with open_saver(database_url=server.database_url) as saver:
         async with saver.thread_lease(thread_id):  # as a memory operation in another process
             turn: Any = {"messages": [{"role": "user", "content": "my color is green"}]}
             run = await asyncio.to_thread(client.runs.create, thread_id, GRAPH, input=turn)
             await asyncio.sleep(2.0)  # ample time for the run to have written its input
-            waited = thread_row_counts(server.database_url, thread_id) == before
+            waited = thread_rows(server.database_url, thread_id) == before
         await asyncio.to_thread(client.runs.join, thread_id, run["run_id"])
     assert waited
     assert texts(state_messages(client, thread_id), "human") == [
@@ -479,13 +441,12 @@ def test_copy_thread_keeps_history_exact(server: Server) -> None:
         ]
 
     assert shape(history(client, copy_id)) == shape(history(client, thread_id))
-    assert thread_row_counts(server.database_url, copy_id) == thread_row_counts(
-        server.database_url, thread_id
-    )
+    assert thread_rows(server.database_url, copy_id) == thread_rows(server.database_url, thread_id)
     say(client, copy_id, "my name is Eve")
     assert "Eve" not in " ".join(texts(state_messages(client, thread_id)))
 
 
+@pytest.mark.db  # starts an embedded PostgreSQL of its own
 @pytest.mark.filterwarnings("ignore:XDG_RUNTIME_DIR")  # pgserver's runtime dir on CI
 def test_server_on_embedded_postgres(tmp_path_factory: pytest.TempPathFactory) -> None:
     """Without ``DATABASE_URL`` the server runs on the embedded PostgreSQL, and the data stays.
@@ -679,7 +640,7 @@ def test_memory_tools_cannot_reach_another_users_thread(auth_server: Server) -> 
     say(alice, a_thread, "my color is green")
     a_point = checkpoint_id(turn_points(alice, a_thread)[1])
     a_head = checkpoint_id(history(alice, a_thread)[0])
-    a_rows = thread_row_counts(auth_server.database_url, a_thread)
+    a_rows = thread_rows(auth_server.database_url, a_thread)
     b_thread = bob.threads.create()["thread_id"]
     say(bob, b_thread, "my name is Bob")
 
@@ -689,7 +650,7 @@ def test_memory_tools_cannot_reach_another_users_thread(auth_server: Server) -> 
 
     assert texts(state_messages(bob, b_thread), "human") == []
     assert checkpoint_id(history(alice, a_thread)[0]) == a_head
-    assert thread_row_counts(auth_server.database_url, a_thread) == a_rows
+    assert thread_rows(auth_server.database_url, a_thread) == a_rows
     assert texts(state_messages(alice, a_thread), "human") == [
         "my name is Ada",
         "my color is green",
@@ -719,7 +680,7 @@ def test_owner_deletes_own_thread(auth_server: Server) -> None:
     say(alice, thread_id, "my name is Ada")
     alice.threads.delete(thread_id)
     assert http_status(alice.threads.get_state, thread_id) == 404
-    assert thread_row_counts(auth_server.database_url, thread_id) == dict.fromkeys(TABLES, 0)
+    assert thread_rows(auth_server.database_url, thread_id) == dict.fromkeys(THREAD_TABLES, 0)
 
 
 def test_owner_delete_is_audited_with_the_owner(auth_server: Server) -> None:
@@ -797,7 +758,7 @@ async def test_copy_thread_rows(saver: MemagentSaver, database_url: str) -> None
         ]
 
     assert listing("target") == listing("source")
-    assert thread_row_counts(database_url, "target") == thread_row_counts(database_url, "source")
+    assert thread_rows(database_url, "target") == thread_rows(database_url, "source")
     target: RunnableConfig = {"configurable": {"thread_id": "target"}}
     assert (await graph.aget_state(target)).values == (await graph.aget_state(source)).values
 
@@ -943,11 +904,11 @@ def test_erase_for_good_is_an_sdk_interrupt_and_a_yes_erases_every_copy(server: 
         ("apply_memory", [question])
     ]
     assert client.threads.get(thread_id)["status"] == "interrupted"
-    assert raw_hits(server.database_url, address)  # nothing erased yet
+    assert needle_columns(server.database_url, address)  # nothing erased yet
 
     client.runs.wait(thread_id, GRAPH, command={"resume": True})
 
-    assert raw_hits(server.database_url, address) == {}
+    assert needle_columns(server.database_url, address) == {}
     assert client.threads.get(thread_id)["status"] == "idle"
     head = state_messages(client, thread_id)
     assert texts(head, "human")[:2] == [f"my address is {REMOVED_MARKER}", "my name is Ada"]
@@ -977,7 +938,7 @@ def test_erase_for_good_resumed_with_no_erases_nothing(server: Server, answer: A
     thread_id = client.threads.create()["thread_id"]
     address = unique_address()
     ask_erase_for_good(client, thread_id, address)
-    hits = raw_hits(server.database_url, address)
+    hits = needle_columns(server.database_url, address)
     before = thread_snapshot(server.database_url, thread_id)
 
     client.runs.wait(thread_id, GRAPH, command={"resume": answer})
@@ -986,7 +947,7 @@ def test_erase_for_good_resumed_with_no_erases_nothing(server: Server, answer: A
     for table, kept in before.items():
         if table not in ("memagent_message_seq", "memagent_thread_leases"):  # counters, leases
             assert kept <= after[table], table  # no row changed or went
-    assert raw_hits(server.database_url, address) == hits
+    assert needle_columns(server.database_url, address) == hits
     head = state_messages(client, thread_id)
     assert texts(head, "human")[0] == f"my address is {address}"
     assert texts(head, "ai")[-1] == ERASE_DECLINED
@@ -1163,7 +1124,7 @@ def test_delete_leaves_no_row_of_the_thread_in_any_table(server: Server) -> None
     left = {t: r for t, r in thread_snapshot(server.database_url, thread_id).items() if r}
     # The audit log outlives a delete (SPEC); the message counter never reuses a number.
     assert set(left) <= {"memagent_audit", "memagent_message_seq"}, left
-    assert raw_hits(server.database_url, address) == {}
+    assert needle_columns(server.database_url, address) == {}
     audit = rows(
         server.database_url,
         "SELECT operation, detail FROM memagent_audit WHERE thread_id = %s ORDER BY id",

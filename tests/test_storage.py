@@ -9,12 +9,10 @@ anyone else reads; and a database written by the previous release keeps working.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import psycopg
 import pytest
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
-from langchain_core.runnables import RunnableConfig
 
 from agent.checkpointer import MemagentSaver, open_saver
 from agent.graph import make_graph
@@ -23,20 +21,10 @@ from agent.operations import root_config
 from agent.session import ChatSession
 from agent.settings import Settings
 from tests.fakes import ScriptedChatModel
+from tests.helpers import config, count
 from tools import admin
 
 PREVIOUS_RELEASE_DUMP = Path(__file__).parent / "data" / "previous_release.sql"
-
-
-def config(thread_id: str) -> RunnableConfig:
-    return {"configurable": {"thread_id": thread_id}}
-
-
-def count(database_url: str, query: str, *params: Any) -> int:
-    with psycopg.connect(database_url) as conn:
-        row = conn.execute(query, params).fetchone()
-    assert row is not None
-    return int(row[0])
 
 
 async def all_states(saver: MemagentSaver, thread_id: str) -> dict[str, list[tuple[str, str]]]:

@@ -21,8 +21,7 @@ from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import DictRow, dict_row
 from psycopg_pool import AsyncConnectionPool
 
-from agent.model import model_label
-from agent.settings import Settings
+from agent.settings import Settings, model_label
 from agent.startup import announce
 from agent.store.saver import MemagentSaver
 

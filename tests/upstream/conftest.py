@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from agent.checkpointer import MemagentSaver, open_saver
-from tests.conftest import fresh_database
+from tests.helpers import fresh_database
 
 DEFAULT_URI = "postgres://postgres:postgres@localhost:5441/postgres?sslmode=disable"
 """Upstream's Docker server: named only in the body of a test skipped here."""
