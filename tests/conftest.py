@@ -44,9 +44,25 @@ def pytest_configure(config: pytest.Config) -> None:
 DATABASE_FIXTURE = "postgres_server_url"
 
 
+SLOW_MODULES = frozenset(
+    {
+        "test_server",  # starts langgraph dev servers
+        "test_web_browser",  # drives Chromium
+        "test_pgbouncer",  # five processes through PgBouncer
+        "test_differential",  # 25 scripts on two savers
+        "test_conformance",  # langgraph's conformance suite
+        "test_bench",  # the benchmark, end to end
+        "test_terminal_chat",  # chats in a pseudo-terminal
+        "test_suite_isolation",  # two more pytest runs
+    }
+)
+"""Modules (and ``tests/upstream/``) that CI runs once, on one database, not on both."""
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Marks ``db`` every test that needs PostgreSQL, so ``-m "not db"`` can leave it out.
+    """Marks ``db`` every test that needs PostgreSQL, so ``-m "not db"`` can leave it out,
+    and ``slow`` the suites in ``SLOW_MODULES``, so ``-m "not slow"`` can.
 
     A test needs it when the server fixture is among its fixtures, directly or through
     another fixture (``database_url``, ``settings``, ``saver``, ...). Tests that start a
@@ -55,6 +71,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if DATABASE_FIXTURE in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.db)
+        if item.path.parent.name == "upstream" or item.path.stem in SLOW_MODULES:
+            item.add_marker(pytest.mark.slow)
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
