@@ -141,6 +141,23 @@ class InvalidQuoteError(RequestError):
         )
 
 
+class NothingToEraseError(RequestError):
+    """ "Erase it for good" with nothing forgotten before it to name what "it" is."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "No detail was forgotten on this branch, so there is nothing to erase for good; "
+            "name the detail instead."
+        )
+
+    def for_model(self) -> str:
+        return (
+            "Nothing was changed: no detail was forgotten earlier in this conversation, so "
+            "there is nothing to erase for good. Ask the user which detail they mean, then "
+            "call forget_details with it quoted and for_good true."
+        )
+
+
 class QuoteNotFoundError(RequestError):
     """None of the quotes occurs in the conversation; nothing was changed."""
 

@@ -37,6 +37,9 @@ _FORGET = re.compile(r"\bforget\b", re.I)
 _FORGET_DETAIL = re.compile(
     r"\b(?:forget|erase)\s+(?:about\s+)?my\s+([\w ]+?)(\s+for good|\s+permanently)?\s*[.!]?$", re.I
 )
+_ERASE_IT = re.compile(
+    r"\b(?:erase|forget|delete)\s+(?:it|that|this)\s+(?:for good|permanently)\b", re.I
+)
 _REWIND = re.compile(r"\b(go back|rewind|undo)\b", re.I)
 _TIMELINE = re.compile(r"\b(timeline|history)\b", re.I)
 _RECALL = re.compile(r"\b(remember|recall|what did i|what have i|what do you know)\b", re.I)
@@ -51,7 +54,8 @@ class OfflineChatModel(BaseChatModel):
 
     * "forget my X" calls ``forget_details`` with what the user said X is ("my
       address is 12 Main St" -> ``["12 Main St"]``); "... for good" (or "erase my X
-      for good") asks for the hard erase, which the user must confirm;
+      for good") asks for the hard erase, which the user must confirm, and so does
+      "erase it for good" right after a detail was forgotten;
     * "forget this/that/everything" calls ``forget_conversation``;
     * "go back", "rewind", "undo" call ``rewind_to`` with an id from the message, or
       first ``conversation_timeline`` and then ``rewind_to`` the previous turn;
@@ -117,6 +121,8 @@ class OfflineChatModel(BaseChatModel):
             if detail.group(2):
                 args["for_good"] = True
             return _call("forget_details", args, n)
+        if _ERASE_IT.search(text) and "forget_details" in self.tool_names:
+            return _call("forget_details", {"quotes": [], "for_good": True}, n)
         if _FORGET.search(text) and "forget_conversation" in self.tool_names:
             return _call("forget_conversation", {"reason": "the user asked me to forget"}, n)
         if _REWIND.search(text) and "rewind_to" in self.tool_names:

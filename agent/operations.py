@@ -22,7 +22,12 @@ from langgraph.graph.message import REMOVE_ALL_MESSAGES
 from langgraph.prebuilt import tools_condition
 from langgraph.types import interrupt
 
-from agent.errors import CheckpointNotFoundError, NotPersistentError, QuoteNotFoundError
+from agent.errors import (
+    CheckpointNotFoundError,
+    NothingToEraseError,
+    NotPersistentError,
+    QuoteNotFoundError,
+)
 from agent.prompts import (
     ERASE_CONFIRMATION,
     ERASE_DECLINED,
@@ -32,8 +37,9 @@ from agent.prompts import (
     REMOVED_MARKER,
     REWIND_CONFIRMATION,
 )
-from agent.redaction import quote_pattern, scrub_message
+from agent.redaction import quote_pattern, replaced_spans, scrub_message
 from agent.state import MemoryEvent, MemoryRequest, State
+from agent.timeline import UNDO_LOOKBACK, read_timeline
 from agent.validation import parse_checkpoint_id
 
 
@@ -160,6 +166,36 @@ def forget_details_update(
         "memory_event": event,
         "memory_requests": None,
     }
+
+
+async def last_forgotten_details(saver: BaseCheckpointSaver[Any], thread_id: str) -> list[str]:
+    """What the newest soft ``forget_details`` on the head's branch replaced by the marker.
+
+    After "forget my address" the conversation no longer holds the address, so neither
+    the model nor the user's "erase it for good" can name it. The checkpoint before
+    that forget still does: each marker in a changed message stands for the text at the
+    same place in the message's version there.
+
+    Raises:
+        NothingToEraseError: No detail was forgotten on this branch (or it was erased
+            already), so there is nothing to name.
+    """
+    entries = await read_timeline(saver, thread_id, UNDO_LOOKBACK)
+    forgot = next((e for e in entries if e.kind == "redacted"), None)
+    if forgot is None or forgot.erased or forgot.parent_id is None:
+        raise NothingToEraseError()
+    after = await saver.aget_tuple(root_config(thread_id, forgot.checkpoint_id))
+    before = await saver.aget_tuple(root_config(thread_id, forgot.parent_id))
+    if after is None or before is None:
+        raise NothingToEraseError()
+    earlier = {m.id: m.text for m in before.checkpoint["channel_values"].get("messages", [])}
+    quotes: dict[str, None] = {}
+    for message in after.checkpoint["channel_values"].get("messages", []):
+        if REMOVED_MARKER in message.text and message.id in earlier:
+            quotes.update(dict.fromkeys(replaced_spans(earlier[message.id], message.text)))
+    if not quotes:
+        raise NothingToEraseError()
+    return list(quotes)
 
 
 def erase_request(thread_id: str, quotes: list[str]) -> dict[str, Any]:

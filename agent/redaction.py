@@ -52,6 +52,21 @@ def candidate_patterns(quotes: Sequence[str]) -> tuple[list[str], list[str]]:
     return binary, text
 
 
+def replaced_spans(before: str, after: str) -> list[str]:
+    """The pieces of ``before`` that the markers in ``after`` stand for.
+
+    ``after`` is ``before`` with some spans replaced by the marker and the rest
+    unchanged, so the text between markers anchors each span; ``[]`` when ``after``
+    is not such a version of ``before``.
+    """
+    fixed = after.split(REMOVED_MARKER)
+    if len(fixed) < 2:
+        return []
+    spans = "(.+?)".join(re.escape(part) for part in fixed)
+    match = re.fullmatch(spans, before, re.DOTALL)
+    return [span for span in match.groups() if span.strip()] if match else []
+
+
 def scrub(value: Any, pattern: re.Pattern[str]) -> Any:
     """``value`` with every match in every nested string replaced; the same object if none.
 

@@ -340,3 +340,34 @@ async def test_redact_finds_quotes_with_sql_wildcards_backslashes_and_quotes_in_
         texts = [m.text for m in item.checkpoint["channel_values"].get("messages", [])]
         assert not any("100%_Done" in text for text in texts)
     assert f"my folder is {REMOVED_MARKER}" in [m.text for m in await chat.messages()]
+
+
+async def test_erase_it_for_good_right_after_a_soft_forget_names_what_was_forgotten(
+    saver: MemagentSaver, database_url: str
+) -> None:
+    chat = Chat(saver)
+    await chat.say(f"my address is {CANARY}", "Noted.")
+    await chat.forget_details(CANARY.lower())
+    assert CANARY not in model_view(await chat.messages())
+
+    # The model can no longer quote it: it asks with no quotes, and the question names it.
+    result = await chat.forget_details(for_good=True)
+    assert result["__interrupt__"][0].value["quotes"] == [CANARY]
+    await chat.resume(True)
+
+    assert needle_columns(database_url, CANARY) == {}
+
+
+async def test_erase_it_for_good_with_nothing_forgotten_changes_nothing(
+    saver: MemagentSaver, database_url: str
+) -> None:
+    chat = Chat(saver)
+    await chat.say(f"my address is {CANARY}", "Noted.")
+
+    result = await chat.forget_details(for_good=True)
+
+    assert "__interrupt__" not in result  # nobody is asked to erase an unnamed detail
+    tool_reply = next(m for m in reversed(result["messages"]) if m.type == "tool")
+    assert "no detail was forgotten" in tool_reply.text
+    assert CANARY in model_view(await chat.messages())
+    assert needle_columns(database_url, CANARY)

@@ -24,7 +24,7 @@ from langgraph.prebuilt import ToolRuntime
 from langgraph.types import Command
 
 from agent.errors import QuoteNotFoundError, RequestError
-from agent.operations import load_rewind_target, run_saver, run_thread_id
+from agent.operations import last_forgotten_details, load_rewind_target, run_saver, run_thread_id
 from agent.redaction import quote_pattern, scrub_message
 from agent.state import MemoryRequest
 from agent.timeline import (
@@ -67,8 +67,9 @@ FORGET_DETAILS_DESCRIPTION = (
     "occurrence becomes [removed at the user's request]; everything else stays, and "
     "rewinding to before this brings it back. `for_good`: true only when the user asks to "
     "erase it for good / permanently; the user is then asked to confirm, and only a yes "
-    "erases it from every stored copy (no undo). `reason`: optional, a few words, without "
-    "the detail."
+    "erases it from every stored copy (no undo). To erase for good what you just forgot "
+    "(and so can no longer quote), pass `for_good` true with empty `quotes`. `reason`: "
+    "optional, a few words, without the detail."
 )
 TIMELINE_DESCRIPTION = (
     "List this conversation's earlier turns, newest first (the current one is not listed): "
@@ -139,7 +140,9 @@ def create_forget_details_tool(*, description: str = FORGET_DETAILS_DESCRIPTION)
         if refusal := _refuse_if_combined(runtime):
             return refusal
         try:
-            run_saver(runtime.config)
+            saver = run_saver(runtime.config)
+            if for_good and not quotes:  # "erase it for good", just after forgetting it
+                quotes = await last_forgotten_details(saver, run_thread_id(runtime.config))
             checked = check_quotes(quotes)
             messages = runtime.state.get("messages", []) if isinstance(runtime.state, dict) else []
             pattern = quote_pattern(checked)
