@@ -12,6 +12,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import jwt
+import psycopg
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from jwt.algorithms import RSAAlgorithm
@@ -93,3 +94,28 @@ def serving_jwks() -> Iterator[IdentityProvider]:
         server.shutdown()
         server.server_close()
         thread.join()
+
+
+def raw_hits(database_url: str, needle: str) -> dict[str, int]:
+    """Rows holding ``needle`` (any case) per table.column, over every table.
+
+    Every text, bytea and JSON column found through ``information_schema``, so a
+    copy in a table or column added later is found too: "erased" is proven on the
+    raw rows, not through memagent's own reading of them.
+    """
+    hits: dict[str, int] = {}
+    with psycopg.connect(database_url) as conn:
+        columns = conn.execute(
+            "SELECT table_name, column_name, data_type FROM information_schema.columns "
+            "WHERE table_schema = 'public' "
+            "AND data_type IN ('text', 'bytea', 'jsonb', 'json', 'character varying')"
+        ).fetchall()
+        for table, column, data_type in columns:
+            value = f"encode({column}, 'escape')" if data_type == "bytea" else f"{column}::text"
+            row = conn.execute(
+                f"SELECT count(*) FROM {table} WHERE {value} ILIKE %s",
+                (f"%{needle}%",),
+            ).fetchone()
+            if row and row[0]:
+                hits[f"{table}.{column}"] = row[0]
+    return hits

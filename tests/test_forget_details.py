@@ -31,6 +31,7 @@ from agent.settings import Settings
 from agent.timeline import read_timeline
 from tests.conftest import table_counts
 from tests.fakes import ScriptedChatModel, call, check_provider_valid
+from tests.helpers import raw_hits
 from tools import admin
 from tools.memory import FORGET_DETAILS, REWIND
 
@@ -99,26 +100,6 @@ async def canary_thread(saver: MemagentSaver) -> Chat:
     await chat.say("go back", chat.model.calls(call(REWIND, checkpoint_id=points[-10])))
     await chat.say("and on this branch", "fine")
     return chat
-
-
-def raw_hits(database_url: str, needle: str = CANARY) -> dict[str, int]:
-    """Rows holding ``needle`` (any case) per table.column, over every table."""
-    hits: dict[str, int] = {}
-    with psycopg.connect(database_url) as conn:
-        columns = conn.execute(
-            "SELECT table_name, column_name, data_type FROM information_schema.columns "
-            "WHERE table_schema = 'public' "
-            "AND data_type IN ('text', 'bytea', 'jsonb', 'json', 'character varying')"
-        ).fetchall()
-        for table, column, data_type in columns:
-            value = f"encode({column}, 'escape')" if data_type == "bytea" else f"{column}::text"
-            row = conn.execute(
-                f"SELECT count(*) FROM {table} WHERE {value} ILIKE %s",
-                (f"%{needle}%",),
-            ).fetchone()
-            if row and row[0]:
-                hits[f"{table}.{column}"] = row[0]
-    return hits
 
 
 async def all_checkpoint_ids(database_url: str, thread_id: str) -> list[str]:
@@ -220,14 +201,14 @@ async def test_erase_for_good_after_a_yes_leaves_the_detail_in_no_row_of_any_tab
     saver: MemagentSaver, database_url: str
 ) -> None:
     chat = await canary_thread(saver)
-    assert raw_hits(database_url)
+    assert raw_hits(database_url, CANARY)
     await chat.forget_details(CANARY.lower())  # soft first, as a user would
     head_before = await chat.messages()
     result = await chat.forget_details(CANARY, for_good=True)
     pending = result["__interrupt__"][0].value
     assert pending["quotes"] == [CANARY] and pending["action"] == "erase_for_good"
     await chat.resume(True)
-    assert raw_hits(database_url) == {}
+    assert raw_hits(database_url, CANARY) == {}
     ids = await all_checkpoint_ids(database_url, chat.thread_id)
     assert len(ids) > 60
     cold = await _cold_saver(saver)
@@ -255,7 +236,7 @@ async def test_erase_for_good_after_a_yes_leaves_the_detail_in_no_row_of_any_tab
     await chat.say("undo", chat.model.calls(call(REWIND, checkpoint_id=points[-1])))
     await chat.say("and again", "ok")
     assert CANARY.lower() not in model_view(chat.model.inputs[-1]).lower()
-    assert raw_hits(database_url) == {}
+    assert raw_hits(database_url, CANARY) == {}
     audit = await admin.aaudit(saver, chat.thread_id)
     assert CANARY.lower() not in str(audit).lower()
 
@@ -272,9 +253,9 @@ async def test_erase_for_good_without_a_yes_erases_nothing(
     chat = await canary_thread(saver)
     result = await chat.forget_details(CANARY, for_good=True)
     assert "__interrupt__" in result
-    hits = raw_hits(database_url)
+    hits = raw_hits(database_url, CANARY)
     await chat.resume(answer)
-    after = raw_hits(database_url)
+    after = raw_hits(database_url, CANARY)
     assert after["memagent_messages.blob"] == hits["memagent_messages.blob"]
     assert CANARY in model_view(await chat.messages())
     assert "Nothing was erased" in (await chat.messages())[-1].text
@@ -287,7 +268,7 @@ async def test_redact_out_of_band_rewrites_every_copy_in_one_call(
     erased = await admin.aredact(saver, chat.thread_id, [CANARY.upper()])
     assert erased.rows["memagent_messages"] == 4
     assert erased.rows["checkpoint_writes"] >= 1
-    assert raw_hits(database_url) == {}
+    assert raw_hits(database_url, CANARY) == {}
     ids_before = await all_checkpoint_ids(database_url, chat.thread_id)
     await chat.say("still working?", "yes")
     assert f"my address is {REMOVED_MARKER}" in model_view(chat.model.inputs[-1])
@@ -322,12 +303,12 @@ def test_cli_redact_asks_first_and_erases_only_after_a_yes(
             await session.send("t", "what is my address?")
 
     asyncio.run(converse())
-    before = raw_hits(database_url)
+    before = raw_hits(database_url, CANARY)
     assert before
 
     declined = CliRunner().invoke(main, ["redact", "t", "--text", CANARY], input="n\n")
     assert declined.exit_code != 0 and "cannot be undone" in declined.output
-    assert raw_hits(database_url) == before
+    assert raw_hits(database_url, CANARY) == before
 
     bad = CliRunner().invoke(main, ["redact", "t", "--text", "", "--yes"])
     assert bad.exit_code != 0 and "Traceback" not in bad.output and "empty" in bad.output
@@ -338,7 +319,7 @@ def test_cli_redact_asks_first_and_erases_only_after_a_yes(
     assert done.exit_code == 0, done.output
     rows = json.loads(done.stdout)["rows"]
     assert rows["memagent_messages"] >= 2
-    assert raw_hits(database_url) == {}
+    assert raw_hits(database_url, CANARY) == {}
 
 
 def test_the_terminal_chat_forgets_undoes_and_erases_for_good_after_a_yes(
