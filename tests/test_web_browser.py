@@ -305,6 +305,7 @@ def test_forget_a_selected_detail_undo_it_and_erase_it_for_good(
 
     say(browser, "my city is Paris")
     browser.find_element(By.ID, "text").click()  # the pointer off the tree, for the picture
+    select_in_message(browser, "Paris")  # the picture shows the two buttons too
     screenshot(browser, tmp_path / "forgot-detail.png")
     if target := os.environ.get("MEMAGENT_WEB_SCREENSHOT"):
         screenshot(browser, Path(target))
@@ -333,7 +334,9 @@ def test_forget_a_selected_detail_undo_it_and_erase_it_for_good(
     browser.find_element(By.ID, "erase-detail").click()
     wait_for(browser, "the confirmation", lambda d: dialog.is_displayed())
     browser.find_element(By.ID, "erase-yes").click()
-    wait_for(browser, "the erased detail", lambda d: f"my address is {REMOVED_MARKER}" in messages(d))
+    wait_for(
+        browser, "the erased detail", lambda d: f"my address is {REMOVED_MARKER}" in messages(d)
+    )
     assert not any(ADDRESS in row.text for row in tree_rows(browser))
     assert raw_hits(database_url, ADDRESS) == {}
 
