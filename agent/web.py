@@ -358,6 +358,51 @@ async def undo(request: Request) -> Response:
     )
 
 
+def _quotes(data: dict[str, Any]) -> list[str]:
+    """The text the user selected, as the one quote of ``forget_details``/``redact``."""
+    quote = _text_field(data, "quote")
+    assert quote is not None
+    return [quote]
+
+
+@json_errors
+async def forget_detail(request: Request) -> Response:
+    """Forgets one detail the user selected in the chat (soft, like ``forget_details``)."""
+    data = await _body(request)
+    thread_id = await _thread(request, data.get("thread"))
+    change = await admin.aforget_details(
+        _session(request).saver,
+        thread_id,
+        _quotes(data),
+        reason=_text_field(data, "reason", required=False),
+        surface="web",
+        actor=await _user(request),
+    )
+    return _json({"thread_id": thread_id, "checkpoint_id": change.checkpoint_id})
+
+
+@json_errors
+async def erase(request: Request) -> Response:
+    """Erases a selected detail from every stored copy of the thread (hard, like ``redact``).
+
+    The page asks the user first; this runs only on their yes. A quote found in no
+    stored copy is an error rather than a quiet success, so the user knows nothing
+    was erased (and nothing was changed).
+    """
+    data = await _body(request)
+    thread_id = await _thread(request, data.get("thread"))
+    erased = await admin.aredact(
+        _session(request).saver,
+        thread_id,
+        _quotes(data),
+        surface="web",
+        actor=await _user(request),
+    )
+    if not any(erased.rows.values()):
+        raise WebError(400, "Nothing to erase: no stored copy of this thread holds that text.")
+    return _json({"thread_id": thread_id, "rows": erased.rows})
+
+
 async def page(request: Request) -> Response:
     """The page; it loads its script and style relative to its own address."""
     return FileResponse(STATIC_DIR / "index.html")
@@ -383,6 +428,8 @@ API_ROUTES = [
     _route("/api/forget", forget, "POST"),
     _route("/api/rewind", rewind, "POST"),
     _route("/api/undo", undo, "POST"),
+    _route("/api/forget-detail", forget_detail, "POST"),
+    _route("/api/erase", erase, "POST"),
 ]
 
 

@@ -21,8 +21,10 @@ from click.testing import CliRunner
 from agent import auth
 from agent.checkpointer import MemagentSaver
 from agent.cli import main
+from agent.prompts import REMOVED_MARKER
 from agent.settings import Settings
 from agent.web import create_app
+from tests.helpers import needle_columns
 from tools import admin
 
 
@@ -240,3 +242,92 @@ async def test_with_auth_on_each_user_gets_only_their_threads(
     assert [(row["operation"], row["surface"], row["actor"]) for row in audit] == [
         ("forget", "web", "alice")
     ]
+
+
+ADDRESS = "12 Main St"
+
+
+async def test_a_selected_detail_is_forgotten_undone_and_erased_for_good(
+    settings: Settings, saver: MemagentSaver, database_url: str
+) -> None:
+    async with web_client() as client:
+        await chat(client, "t", f"my address is {ADDRESS}")
+        await chat(client, "t", "my name is Ada")
+
+        forgot = await client.post(
+            "/api/forget-detail", json={"thread": "t", "quote": ADDRESS.lower()}
+        )
+        assert forgot.status_code == 200, forgot.text
+        after = await shown(client, "t")
+        assert not any(ADDRESS.lower() in text.lower() for text in texts(after))
+        assert texts(after)[0] == f"my address is {REMOVED_MARKER}"
+        assert "my name is Ada" in texts(after)
+        newest = after["tree"]["entries"][0]
+        assert (newest["kind"], newest["erased"], newest["on_head_branch"]) == (
+            "redacted",
+            False,
+            True,
+        )
+        assert newest["checkpoint_id"] == forgot.json()["checkpoint_id"]
+        assert newest["undo"], "a soft detail forget offers its undo"
+
+        assert (await client.post("/api/undo", json={"thread": "t"})).status_code == 200
+        assert texts(await shown(client, "t"))[0] == f"my address is {ADDRESS}"
+
+        erased = await client.post("/api/erase", json={"thread": "t", "quote": ADDRESS})
+        assert erased.status_code == 200, erased.text
+        assert erased.json()["rows"]["memagent_messages"] > 0
+        assert needle_columns(database_url, ADDRESS) == {}
+        after = await shown(client, "t")
+        assert texts(after)[0] == f"my address is {REMOVED_MARKER}"
+        assert "my name is Ada" in texts(after)
+        assert not any(ADDRESS in entry["preview"] for entry in after["tree"]["entries"])
+
+        for entry in after["tree"]["entries"]:  # no point of any branch brings it back
+            back = await client.post(
+                "/api/rewind", json={"thread": "t", "checkpoint_id": entry["checkpoint_id"]}
+            )
+            assert back.status_code == 200, back.text
+            assert not any(ADDRESS in text for text in texts(await shown(client, "t")))
+
+    audit = [(row["operation"], row["surface"]) for row in await admin.aaudit(saver, "t")]
+    assert ("forget_details", "web") in audit and ("redact", "web") in audit
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "status", "says"),
+    [
+        ("/api/forget-detail", {"thread": "t", "quote": "99 Oak Lane"}, 400, "nothing changed"),
+        ("/api/forget-detail", {"thread": "t", "quote": "   "}, 400, "a quote is empty"),
+        ("/api/forget-detail", {"thread": "t", "quote": "12\x00Main"}, 400, "NUL"),
+        ("/api/forget-detail", {"thread": "t", "quote": "removed"}, 400, "part of the marker"),
+        ("/api/forget-detail", {"thread": "t", "quote": "x" * 5000}, 400, "the limit is"),
+        ("/api/forget-detail", {"thread": "t"}, 400, "'quote' as text"),
+        ("/api/forget-detail", {"thread": "nobody", "quote": ADDRESS}, 404, "no thread"),
+        ("/api/erase", {"thread": "t", "quote": "99 Oak Lane"}, 400, "Nothing to erase"),
+        ("/api/erase", {"thread": "t", "quote": ""}, 400, "a quote is empty"),
+        ("/api/erase", {"thread": "t", "quote": ["12 Main St"]}, 400, "'quote' as text"),
+        ("/api/erase", {"thread": "nobody", "quote": ADDRESS}, 400, "Nothing to erase"),
+        ("/api/erase", {"thread": "bad\x00id", "quote": ADDRESS}, 400, "control characters"),
+    ],
+)
+async def test_a_refused_detail_request_says_why_and_changes_nothing(
+    settings: Settings,
+    saver: MemagentSaver,
+    database_url: str,
+    path: str,
+    body: dict[str, Any],
+    status: int,
+    says: str,
+) -> None:
+    async with web_client() as client:
+        await chat(client, "t", f"my address is {ADDRESS}")
+        before = (await admin.atree(saver, "t"), needle_columns(database_url, ADDRESS))
+        conversation = await shown(client, "t")
+        response = await client.post(path, json=body)
+        assert response.status_code == status
+        error = response.json()["error"]
+        assert says in error
+        assert "Traceback" not in error and "\n" not in error
+        assert await shown(client, "t") == conversation
+    assert (await admin.atree(saver, "t"), needle_columns(database_url, ADDRESS)) == before

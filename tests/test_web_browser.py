@@ -6,7 +6,8 @@ the offline model); the browser is the system's Chromium with its own chromedriv
 downloaded at run time. Without them the tests skip and say what to install.
 
 Screenshots of the page go to the test's output directory. Set
-``MEMAGENT_WEB_SCREENSHOT=docs/web.png`` to also write the README's picture.
+``MEMAGENT_WEB_SCREENSHOT=docs/web.png`` to also write the README's picture (the page
+with a detail forgotten, from the detail test).
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ from pathlib import Path
 import pytest
 
 from agent import auth
+from agent.prompts import REMOVED_MARKER
+from tests.helpers import needle_columns
 
 webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed")
 from selenium.common.exceptions import (  # noqa: E402
@@ -195,6 +198,32 @@ def watch_reply_growth(driver: WebDriver) -> None:
     )
 
 
+def select_in_message(driver: WebDriver, quote: str) -> None:
+    """Selects ``quote`` in the first user message holding it, as a drag of the mouse would."""
+    driver.execute_script(
+        """
+        const [quote] = arguments;
+        const bubble = [...document.querySelectorAll('#messages .message.user .text')]
+          .find((b) => b.textContent.includes(quote));
+        const text = bubble.firstChild;
+        const at = text.textContent.indexOf(quote);
+        const range = document.createRange();
+        range.setStart(text, at);
+        range.setEnd(text, at + quote.length);
+        const selection = window.getSelection();
+        selection.removeAllRanges();
+        selection.addRange(range);
+        bubble.dispatchEvent(new MouseEvent('mouseup', {bubbles: true}));
+        """,
+        quote,
+    )
+    wait_for(
+        driver,
+        "the buttons for the selected text",
+        lambda d: d.find_element(By.ID, "detail-actions").is_displayed(),
+    )
+
+
 def screenshot(driver: WebDriver, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     assert driver.save_screenshot(str(path)), f"no screenshot written to {path}"
@@ -252,8 +281,64 @@ def test_chat_forget_undo_and_rewind_in_the_page(
     screenshot(browser, tmp_path / "web.png")
     tree = browser.find_element(By.ID, "tree-panel")
     assert tree.screenshot(str(tmp_path / "tree.png"))
+
+
+ADDRESS = "12 Main St"
+
+
+def test_forget_a_selected_detail_undo_it_and_erase_it_for_good(
+    web_server: WebServer, browser: WebDriver, database_url: str, tmp_path: Path
+) -> None:
+    browser.get(web_server.url)
+    wait_for(browser, "the page", lambda d: "offline" in d.find_element(By.ID, "info").text)
+    say(browser, "my name is Ada")
+    say(browser, f"my address is {ADDRESS}")
+
+    select_in_message(browser, ADDRESS)
+    click(browser, browser.find_element(By.ID, "forget-detail"))
+    wait_for(browser, "the marker", lambda d: f"my address is {REMOVED_MARKER}" in messages(d))
+    assert not any(ADDRESS in text for text in messages(browser))
+    assert "my name is Ada" in messages(browser)
+    forgot = browser.find_element(By.CSS_SELECTOR, "#tree .row.redacted")
+    assert "✎" in forgot.text and "forgot a detail" in forgot.text
+    assert not browser.find_element(By.ID, "detail-actions").is_displayed()
+
+    say(browser, "my city is Paris")
+    browser.find_element(By.ID, "text").click()  # the pointer off the tree, for the picture
+    select_in_message(browser, "Paris")  # the picture shows the two buttons too
+    screenshot(browser, tmp_path / "forgot-detail.png")
     if target := os.environ.get("MEMAGENT_WEB_SCREENSHOT"):
         screenshot(browser, Path(target))
+
+    forgot = browser.find_element(By.CSS_SELECTOR, "#tree .row.redacted")
+    click(browser, forgot.find_element(By.CSS_SELECTOR, "button.small"))  # its undo
+    shown = messages(browser)
+    assert f"my address is {ADDRESS}" in shown, shown
+    assert not any("Paris" in text for text in shown), shown
+
+    select_in_message(browser, ADDRESS)
+    browser.find_element(By.ID, "erase-detail").click()
+    dialog = browser.find_element(By.ID, "erase-dialog")
+    wait_for(browser, "the confirmation", lambda d: dialog.is_displayed())
+    assert browser.find_element(By.ID, "erase-quote").text == ADDRESS
+    assert "cannot be undone" in dialog.text
+    screenshot(browser, tmp_path / "erase-confirmation.png")
+    tree_before = [row.text for row in tree_rows(browser)]
+    browser.find_element(By.ID, "erase-no").click()
+    wait_for(browser, "the confirmation closed", lambda d: not dialog.is_displayed() and idle(d))
+    assert messages(browser) == shown
+    assert [row.text for row in tree_rows(browser)] == tree_before
+    assert needle_columns(database_url, ADDRESS), "a no erased the detail anyway"
+
+    select_in_message(browser, ADDRESS)
+    browser.find_element(By.ID, "erase-detail").click()
+    wait_for(browser, "the confirmation", lambda d: dialog.is_displayed())
+    browser.find_element(By.ID, "erase-yes").click()
+    wait_for(
+        browser, "the erased detail", lambda d: f"my address is {REMOVED_MARKER}" in messages(d)
+    )
+    assert not any(ADDRESS in row.text for row in tree_rows(browser))
+    assert needle_columns(database_url, ADDRESS) == {}
 
 
 def test_errors_are_shown_in_the_page_as_one_sentence(
@@ -269,6 +354,17 @@ def test_errors_are_shown_in_the_page_as_one_sentence(
     wait_for(browser, "the new thread", idle)
     click(browser, browser.find_element(By.ID, "undo"))
     assert browser.find_element(By.ID, "error-text").text == "Nothing to undo yet."
+
+    say(browser, "my name is Ada")
+    select_in_message(browser, "Ada")
+    click(browser, browser.find_element(By.ID, "forget-detail"))
+    assert messages(browser)[0] == f"my name is {REMOVED_MARKER}"
+    rows = [row.text for row in tree_rows(browser)]
+    select_in_message(browser, "removed")  # a word of the marker itself
+    click(browser, browser.find_element(By.ID, "forget-detail"))
+    assert "part of the marker" in browser.find_element(By.ID, "error-text").text
+    assert messages(browser)[0] == f"my name is {REMOVED_MARKER}"
+    assert [row.text for row in tree_rows(browser)] == rows
 
 
 def test_with_auth_on_the_page_asks_for_a_token(

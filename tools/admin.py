@@ -165,9 +165,10 @@ class TreeEntry:
             is not shown. A rewind to the point before a turn follows what came before
             that turn, so the turn and the rewind are two branches.
         on_head_branch: Whether the thread's current conversation goes through it.
-        undo: For a forget, the checkpoint to rewind to to undo it: the point before
-            the turn that asked for it, or (made out of band) the checkpoint just
-            before it, which is not itself a point of the tree.
+        undo: For a forget or a soft detail forget, the checkpoint to rewind to to
+            undo it: the point before the turn that asked for it, or (made out of
+            band) the checkpoint just before it, which is not itself a point of the
+            tree. A detail erased for good has none: no rewind brings it back.
     """
 
     entry: TimelineEntry
@@ -266,7 +267,7 @@ async def atree(
             continue
         parent = tree_parent[cid]
         undo = None
-        if entry.kind == "forget":
+        if entry.kind == "forget" or (entry.kind == "redacted" and not entry.erased):
             undo = parent if entry.in_turn else entry.parent_id
         shown_parent = parent if parent in shown_set else None
         entries.append(TreeEntry(entry, shown_parent, cid in on_branch, undo))

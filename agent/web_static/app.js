@@ -4,7 +4,7 @@
 "use strict";
 
 const TOKEN_KEY = "memagent-token";
-const view = { thread: null, busy: false };
+const view = { thread: null, busy: false, detail: null };
 const $ = (id) => document.getElementById(id);
 
 // --- talking to the API ------------------------------------------------------------
@@ -200,7 +200,7 @@ function pointRow(node, isCurrent, turns) {
   const row = el("div", `row ${node.kind}${node.on_head_branch ? " on-head" : " set-aside"}${isCurrent ? " current" : ""}`);
   row.dataset.checkpoint = node.checkpoint_id;
   row.dataset.kind = node.kind;
-  const icon = { turn: "●", forget: "✂", rewind: "↩" }[node.kind];
+  const icon = { turn: "●", forget: "✂", rewind: "↩", redacted: "✎" }[node.kind];
   const target = el("button", "go", "");
   target.type = "button";
   target.append(el("span", "icon", icon));
@@ -211,6 +211,11 @@ function pointRow(node, isCurrent, turns) {
   } else if (node.kind === "forget") {
     label = node.reason ? `forgot (${node.reason})` : "forgot";
     target.title = "Go to just after this forget";
+  } else if (node.kind === "redacted") {
+    const done = node.erased ? "erased a detail for good" : "forgot a detail";
+    label = node.reason ? `${done} (${node.reason})` : done;
+    const where = node.redacted === 1 ? "1 message" : `${node.redacted} messages`;
+    target.title = `Go to just after this (a detail replaced in ${where})`;
   } else {
     // A turn's point is the state just before its message; a later point of that
     // turn's step is after it.
@@ -223,10 +228,10 @@ function pointRow(node, isCurrent, turns) {
   target.append(el("span", "label", label));
   target.addEventListener("click", () => act(() => rewindTo(node.checkpoint_id)));
   row.append(target);
-  if (node.kind === "forget" && node.undo) {
+  if (node.undo) {
     const undo = el("button", "small", "undo");
     undo.type = "button";
-    undo.title = "Bring back what this forget set aside";
+    undo.title = node.kind === "forget" ? "Bring back what this forget set aside" : "Bring this detail back";
     undo.addEventListener("click", () => act(() => rewindTo(node.undo)));
     row.append(undo);
   }
@@ -302,6 +307,69 @@ async function rewindTo(checkpointId) {
   await refresh();
 }
 
+// --- forgetting a selected detail ------------------------------------------------------
+
+// The text selected inside one message bubble, with where it is on screen; null when
+// nothing (or text across several messages, or outside the chat) is selected.
+function selectedDetail() {
+  const selection = window.getSelection();
+  if (!selection || selection.isCollapsed || !selection.rangeCount) return null;
+  const range = selection.getRangeAt(0);
+  const start = range.startContainer.parentElement?.closest("#messages .message .text");
+  const end = range.endContainer.parentElement?.closest("#messages .message .text");
+  const quote = selection.toString().trim();
+  if (!start || start !== end || !quote) return null;
+  return { quote, rect: range.getBoundingClientRect() };
+}
+
+// Shows the two buttons just below the selection, or hides them when there is none.
+function updateDetailActions() {
+  const bar = $("detail-actions");
+  const detail = selectedDetail();
+  view.detail = detail ? detail.quote : null;
+  if (!detail || !view.thread) {
+    bar.hidden = true;
+    return;
+  }
+  bar.hidden = false;
+  const left = Math.min(detail.rect.left, window.innerWidth - bar.offsetWidth - 8);
+  const below = detail.rect.bottom + 6;
+  const top = below + bar.offsetHeight > window.innerHeight ? detail.rect.top - bar.offsetHeight - 6 : below;
+  bar.style.left = `${Math.max(8, left)}px`;
+  bar.style.top = `${Math.max(8, top)}px`;
+}
+
+function dropSelection() {
+  window.getSelection()?.removeAllRanges();
+  $("detail-actions").hidden = true;
+}
+
+async function forgetDetail(quote) {
+  dropSelection();
+  await api("POST", "api/forget-detail", { thread: view.thread, quote });
+  await refresh();
+}
+
+// Asks in the page before anything is erased; resolves true only on an explicit yes.
+function confirmErase(quote) {
+  const dialog = $("erase-dialog");
+  $("erase-quote").textContent = quote;
+  dialog.returnValue = "";
+  return new Promise((resolve) => {
+    dialog.addEventListener("close", () => resolve(dialog.returnValue === "yes"), { once: true });
+    dialog.showModal();
+  });
+}
+
+async function eraseDetail(quote) {
+  dropSelection();
+  if (!(await confirmErase(quote))) return;
+  await act(async () => {
+    await api("POST", "api/erase", { thread: view.thread, quote });
+    await refresh();
+  });
+}
+
 async function loadInfo() {
   const info = await api("GET", "api/info");
   const who = info.user ? ` · signed in as ${info.user}` : "";
@@ -332,6 +400,21 @@ $("new-thread").addEventListener("click", () => act(newThread));
 $("forget").addEventListener("click", () => act(forget));
 $("undo").addEventListener("click", () => act(undo));
 $("error-close").addEventListener("click", clearError);
+$("messages").addEventListener("mouseup", updateDetailActions);
+$("messages").addEventListener("keyup", updateDetailActions);
+document.addEventListener("selectionchange", () => {
+  if (!selectedDetail()) $("detail-actions").hidden = true;
+});
+// Pressing a button must not drop the selection it acts on.
+$("detail-actions").addEventListener("mousedown", (event) => event.preventDefault());
+$("forget-detail").addEventListener("click", () => {
+  const quote = view.detail;
+  if (quote) act(() => forgetDetail(quote));
+});
+$("erase-detail").addEventListener("click", () => {
+  const quote = view.detail;
+  if (quote && !view.busy) eraseDetail(quote);
+});
 $("signin").addEventListener("submit", (event) => {
   event.preventDefault();
   sessionStorage.setItem(TOKEN_KEY, $("token").value.trim());
