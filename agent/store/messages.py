@@ -77,8 +77,10 @@ def detached(message: BaseMessage) -> BaseMessage:
     copied = copy.copy(message)
     fields = copied.__dict__
     for name, value in fields.items():
-        if isinstance(value, dict | list):
-            fields[name] = _copy_containers(value)
+        if value.__class__ is dict:  # most are empty: a new one is cheaper than a copy
+            fields[name] = _copy_containers(value) if value else {}
+        elif value.__class__ is list:
+            fields[name] = _copy_containers(value) if value else []
     return copied
 
 
