@@ -28,6 +28,7 @@ from agent.timeline import (
     DEFAULT_TIMELINE_LIMIT,
     MAX_TIMELINE_LIMIT,
     UNDO_LOOKBACK,
+    redaction_label,
     render_timeline,
     undo_target,
 )
@@ -262,8 +263,7 @@ def _tree_label(node: admin.TreeEntry, turns: dict[str, str]) -> str:
         undo = f"; undo: rewind to {node.undo}" if node.undo else ""
         return f"✂ {head}  forgot{why}{undo}"
     if entry.kind == "redacted":
-        done = "erased for good" if entry.erased else "forgot"
-        return f"✂ {head}  {done} details in {entry.redacted} message(s)"
+        return f"✎ {head}  {redaction_label(entry)}"
     target = entry.rewound_to or "?"
     if target in turns:  # a turn's point: the state just before its message
         where = f' (before "{turns[target]}")'

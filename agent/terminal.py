@@ -158,13 +158,20 @@ class PromptTerminal(PlainTerminal):
         """
         clock = asyncio.get_running_loop().time
         text, drawn_at = "", clock()
-        with Live(self._reply(text), console=self._console, auto_refresh=False) as live:
+        live: Live | None = None  # started at the first words: a turn that only asks says none
+        try:
             async for part in parts:
                 text += part
+                if live is None:
+                    live = Live(self._reply(text), console=self._console, auto_refresh=False)
+                    live.start()
                 if clock() - drawn_at >= REDRAW_SECONDS:
                     live.update(self._reply(text), refresh=True)
                     drawn_at = clock()
-            live.update(self._reply(text), refresh=True)
+        finally:
+            if live is not None:
+                live.update(self._reply(text), refresh=True)
+                live.stop()
 
     @staticmethod
     def _reply(text: str) -> Table:

@@ -211,6 +211,12 @@ def undo_target(entries: list[TimelineEntry]) -> str | None:
     return None
 
 
+def redaction_label(entry: TimelineEntry) -> str:
+    """What a detail forget did, in words: soft or for good, and in how many messages."""
+    done = "erased a detail for good" if entry.erased else "forgot a detail"
+    return f"{done} in {entry.redacted} message(s)" if entry.redacted else done
+
+
 def render_timeline(entries: list[TimelineEntry], *, undo: str | None = None) -> str:
     """The timeline as the model (and the chat's ``/timeline``) reads it.
 
@@ -228,8 +234,7 @@ def render_timeline(entries: list[TimelineEntry], *, undo: str | None = None) ->
         elif entry.kind == "forget":
             what = "[forgot]" + (f" reason: {entry.reason}" if entry.reason else "")
         elif entry.kind == "redacted":
-            done = "erased for good" if entry.erased else "forgot"
-            what = f"[{done} details in {entry.redacted} message(s)]"
+            what = f"[{redaction_label(entry)}]"
         else:
             what = f"[rewound to {entry.rewound_to}]"
         lines.append(f"{entry.checkpoint_id}  {when}  {what}")
