@@ -16,7 +16,6 @@ changes under its number (redact writes new rows), and a number is never reused
 
 from __future__ import annotations
 
-import copy
 import json
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
@@ -71,17 +70,30 @@ def detached(message: BaseMessage) -> BaseMessage:
     A shallow copy shares the message's dicts and lists (content blocks, tool calls,
     ``additional_kwargs``), so a node that changed one in place would change the
     cached original and every later reader's copy. Every dict and list inside is
-    copied; strings and numbers are immutable and shared. (``copy.deepcopy`` would do
-    the same at about three times the cost, as much as decoding the message again.)
+    copied (most are empty: a new one is cheaper than a copy); strings and numbers are
+    immutable and shared. This is pydantic's own ``__copy__`` with the containers
+    copied as it goes, at about half the cost of ``copy.copy`` followed by the
+    containers, and a third of ``copy.deepcopy``, which costs as much as decoding.
     """
-    copied = copy.copy(message)
-    fields = copied.__dict__
-    for name, value in fields.items():
-        if value.__class__ is dict:  # most are empty: a new one is cheaper than a copy
-            fields[name] = _copy_containers(value) if value else {}
+    fields = {}
+    for name, value in message.__dict__.items():
+        if value.__class__ is dict:
+            value = _copy_containers(value) if value else {}
         elif value.__class__ is list:
-            fields[name] = _copy_containers(value) if value else []
+            value = _copy_containers(value) if value else []
+        fields[name] = value
+    copied = _new_object(message.__class__)
+    _set_attribute(copied, "__dict__", fields)
+    _set_attribute(copied, "__pydantic_fields_set__", set(message.__pydantic_fields_set__))
+    extra = message.__pydantic_extra__
+    _set_attribute(copied, "__pydantic_extra__", None if extra is None else _copy_containers(extra))
+    private = message.__pydantic_private__
+    _set_attribute(copied, "__pydantic_private__", None if private is None else dict(private))
     return copied
+
+
+_new_object = object.__new__
+_set_attribute = object.__setattr__
 
 
 def _copy_containers(value: Any) -> Any:

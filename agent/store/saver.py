@@ -509,24 +509,25 @@ class MemagentSaver(AsyncPostgresSaver):
 
     async def _messages_at(self, thread_id: str, seqs: list[int]) -> list[BaseMessage]:
         """The messages of a range list, from the cache or, once, from their rows."""
-        found = {seq: m for seq in seqs if (m := self._messages.get(thread_id, seq)) is not None}
-        missing = [seq for seq in dict.fromkeys(seqs) if seq not in found]
-        if missing:
+        cached = [self._messages.get(thread_id, seq) for seq in seqs]
+        missing = list(dict.fromkeys(seq for seq, m in zip(seqs, cached, strict=True) if m is None))
+        decoded: dict[int, BaseMessage] = {}
+        if missing:  # a cold process, or rows written by another one
             async with self._connection() as conn:
                 cur = await conn.execute(sql.SELECT_MESSAGES_BY_SEQ, (thread_id, missing))
                 rows = await cur.fetchall()
             decoded = await self._decode_rows(rows)
             for seq, message in decoded.items():
                 self._messages.add(thread_id, seq, message)
-            found.update(decoded)
-            if lost := [seq for seq in missing if seq not in found]:
+            if lost := [seq for seq in missing if seq not in decoded]:
                 raise LookupError(
                     f"thread {thread_id!r} refers to message rows {lost[:5]} that are gone; "
                     "the database was changed outside memagent"
                 )
+        found = [decoded[seq] if m is None else m for seq, m in zip(seqs, cached, strict=True)]
         if _SHARING_CACHED_MESSAGES.get():
-            return [found[seq] for seq in seqs]
-        return [detached(found[seq]) for seq in seqs]
+            return found
+        return [detached(message) for message in found]
 
     @contextmanager
     def sharing_cached_messages(self) -> Iterator[None]:
