@@ -93,13 +93,21 @@ async def test_two_concurrent_ainvoke_on_one_thread_both_stay(
     ]
 
 
-async def test_a_turn_kept_waiting_too_long_is_refused_and_loses_nothing(
+async def a_turn_held_at_the_model(
     saver: MemagentSaver,
-) -> None:
+) -> tuple[Gate, CompiledStateGraph[Any, Any, Any, Any], asyncio.Task[Any]]:
+    """A turn "one" on thread ``t`` that waits at the model until its gate is released."""
     gate = Gate("reply to the first")
     graph = make_graph(ScriptedChatModel(script=[gate]), checkpointer=saver)
     first = asyncio.create_task(graph.ainvoke(said("one"), config("t")))
     await gate.reached()
+    return gate, graph, first
+
+
+async def test_a_turn_kept_waiting_too_long_is_refused_and_loses_nothing(
+    saver: MemagentSaver,
+) -> None:
+    gate, graph, first = await a_turn_held_at_the_model(saver)
     saver.busy_timeout = 0.2
     try:
         with pytest.raises(ThreadBusyError, match="busy"):
@@ -119,10 +127,7 @@ async def test_a_turn_kept_waiting_too_long_is_refused_and_loses_nothing(
 async def test_sync_update_state_from_another_thread_waits_for_the_running_turn(
     saver: MemagentSaver,
 ) -> None:
-    gate = Gate("reply to the first")
-    graph = make_graph(ScriptedChatModel(script=[gate]), checkpointer=saver)
-    first = asyncio.create_task(graph.ainvoke(said("one"), config("t")))
-    await gate.reached()
+    gate, graph, first = await a_turn_held_at_the_model(saver)
     note = {"messages": [AIMessage("a note added from a worker thread")]}
     update = asyncio.create_task(
         asyncio.to_thread(graph.update_state, config("t"), note, as_node="agent")
