@@ -11,7 +11,8 @@ from agent.store.database import (
     resolve_database_url,
     server_checkpointer,
 )
-from agent.store.saver import MemagentInMemorySaver, MemagentSaver, stamp_memory_event
+from agent.store.metadata import MemagentInMemorySaver, stamp_memory_event
+from agent.store.saver import MemagentSaver
 
 __all__ = (
     "MemagentInMemorySaver",

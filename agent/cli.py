@@ -16,22 +16,16 @@ from typing import Any, TypeVar
 import click
 import psycopg
 import psycopg_pool
-from langchain_core.messages import AIMessage, HumanMessage
 
-from agent.errors import MemagentError
+from agent.errors import MemagentError, NothingToUndoError, one_line
+from agent.memory.timeline import DEFAULT_TIMELINE_LIMIT, MAX_TIMELINE_LIMIT, render_timeline
+from agent.memory.tree import ThreadTree, TreeEntry
+from agent.presentation import json_default, shown_messages
 from agent.session import ChatSession, new_thread_id
 from agent.settings import Settings
 from agent.store.database import open_saver
 from agent.store.saver import MemagentSaver
 from agent.terminal import open_terminal, show_recap
-from agent.timeline import (
-    DEFAULT_TIMELINE_LIMIT,
-    MAX_TIMELINE_LIMIT,
-    UNDO_LOOKBACK,
-    redaction_label,
-    render_timeline,
-    undo_target,
-)
 from agent.validation import check_quotes, check_thread_id
 from tools import admin
 
@@ -61,7 +55,7 @@ def _run(work: Callable[[], Awaitable[T]]) -> T:
 
 
 def _one_line(error: BaseException) -> str:
-    text = " ".join(str(error).split()) or type(error).__name__
+    text = one_line(error)
     if isinstance(error, psycopg.OperationalError | psycopg_pool.PoolTimeout):
         return f"database unavailable: {text}"
     return text
@@ -152,13 +146,8 @@ def _resume_command(thread_id: str) -> str:
 async def _recent_messages(session: ChatSession, thread_id: str) -> list[tuple[str, str]]:
     """The last few things said in the thread (what the agent now remembers), oldest first."""
     state = await session.graph.aget_state({"configurable": {"thread_id": thread_id}})
-    said: list[tuple[str, str]] = []
-    for message in state.values.get("messages", []):
-        if isinstance(message, HumanMessage):
-            said.append(("you", message.text))
-        elif isinstance(message, AIMessage) and message.text:
-            said.append(("agent", message.text))
-    return said[-RECAP_MESSAGES:]
+    said = shown_messages(state.values.get("messages", []))
+    return [("you" if role == "user" else role, text) for role, text in said[-RECAP_MESSAGES:]]
 
 
 def _timeline_limit(argument: str) -> int | None:
@@ -200,12 +189,12 @@ async def _slash_command(session: ChatSession, thread_id: str, line: str) -> Non
         if argument:
             click.echo("Usage: /undo  (takes back the newest change; /rewind ID goes further)")
             return
-        target = undo_target(await admin.atimeline(saver, thread_id, limit=UNDO_LOOKBACK))
-        if target is None:
-            click.echo("Nothing to undo yet.")
+        try:
+            change = await admin.aundo(saver, thread_id, surface="cli")
+        except NothingToUndoError as error:
+            click.echo(str(error))
             return
-        await admin.arewind(saver, thread_id, target, surface="cli")
-        click.echo(f"Undone: back to {target}.")
+        click.echo(f"Undone: back to {change.rewound_to}.")
     elif command == "/rewind":
         if not argument:
             click.echo("Usage: /rewind CHECKPOINT_ID  (see /timeline for ids)")
@@ -219,13 +208,7 @@ async def _slash_command(session: ChatSession, thread_id: str, line: str) -> Non
 
 
 def _echo_json(data: Any) -> None:
-    click.echo(json.dumps(data, indent=2, default=_json_default))
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, datetime):
-        return value.isoformat()
-    raise TypeError(f"not JSON: {type(value).__name__}")
+    click.echo(json.dumps(data, indent=2, default=json_default))
 
 
 def _when(at: datetime | str | None) -> str:
@@ -253,35 +236,29 @@ def threads(limit: int, as_json: bool) -> None:
         )
 
 
-def _tree_label(node: admin.TreeEntry, turns: dict[str, str]) -> str:
+def _tree_label(node: TreeEntry, turns: dict[str, str]) -> str:
     entry = node.entry
-    head = f"{entry.checkpoint_id}  {_when(entry.at)}"
-    if entry.kind == "turn":
-        return f'● {head}  "{entry.preview}"'
-    if entry.kind == "forget":
-        why = f" ({entry.reason})" if entry.reason else ""
-        undo = f"; undo: rewind to {node.undo}" if node.undo else ""
-        return f"✂ {head}  forgot{why}{undo}"
-    if entry.kind == "redacted":
-        return f"✎ {head}  {redaction_label(entry)}"
-    target = entry.rewound_to or "?"
+    head = f"{entry.symbol} {entry.checkpoint_id}  {_when(entry.at)}  {entry.label}"
+    if node.undo:
+        head += f"; undo: rewind to {node.undo}"
+    target = entry.rewound_to
+    if target is None:
+        return head
     if target in turns:  # a turn's point: the state just before its message
-        where = f' (before "{turns[target]}")'
-    elif node.parent in turns:  # a point later in that turn: after its message
-        where = f' (after "{turns[node.parent]}")'
-    else:
-        where = ""
-    return f"↩ {head}  rewound to {target}{where}"
+        return f'{head} (before "{turns[target]}")'
+    if node.parent in turns:  # a point later in that turn: after its message
+        return f'{head} (after "{turns[node.parent]}")'
+    return head
 
 
-def render_tree(tree: admin.ThreadTree) -> str:
+def render_tree(tree: ThreadTree) -> str:
     """The thread oldest first; each fork (a rewind) opens a branch.
 
     A straight run of turns stays in one column; where a point has several
     continuations, each gets a ``├─``/``└─`` branch, newer branches below. The point
     the next turn continues from is marked.
     """
-    children: dict[str | None, list[admin.TreeEntry]] = {}
+    children: dict[str | None, list[TreeEntry]] = {}
     for node in reversed(tree.entries):  # oldest first
         children.setdefault(node.parent, []).append(node)
     turns = {n.entry.checkpoint_id: n.entry.preview for n in tree.entries if n.entry.kind == "turn"}
@@ -320,14 +297,7 @@ def timeline(thread_id: str, limit: int, as_json: bool) -> None:
     """
     tree = _with_saver(lambda saver: admin.atree(saver, thread_id, limit=limit))
     if as_json:
-        _echo_json(
-            {
-                "thread_id": tree.thread_id,
-                "head": tree.head,
-                "hidden": tree.hidden,
-                "entries": [node.to_json() for node in tree.entries],
-            }
-        )
+        _echo_json(tree.to_json())
     else:
         click.echo(render_tree(tree))
 
@@ -342,7 +312,7 @@ def forget(thread_id: str, reason: str | None, as_json: bool) -> None:
         lambda saver: admin.aforget(saver, thread_id, reason=reason, surface="cli")
     )
     if as_json:
-        _echo_json({"thread_id": change.thread_id, "checkpoint_id": change.checkpoint_id})
+        _echo_json(change.to_json())
     else:
         click.echo(f"Forgot thread {thread_id}; new head {change.checkpoint_id}.")
 
@@ -357,13 +327,7 @@ def rewind(thread_id: str, checkpoint_id: str, as_json: bool) -> None:
         lambda saver: admin.arewind(saver, thread_id, checkpoint_id, surface="cli")
     )
     if as_json:
-        _echo_json(
-            {
-                "thread_id": change.thread_id,
-                "checkpoint_id": change.checkpoint_id,
-                "rewound_to": change.rewound_to,
-            }
-        )
+        _echo_json(change.to_json())
     else:
         click.echo(
             f"Rewound thread {thread_id} to {change.rewound_to}; new head {change.checkpoint_id}."
@@ -385,7 +349,7 @@ def delete(thread_id: str, yes: bool, as_json: bool) -> None:
         click.confirm(f"Erase thread {thread_id} permanently? It cannot be undone", abort=True)
     erased = _with_saver(lambda saver: admin.adelete(saver, thread_id, surface="cli"))
     if as_json:
-        _echo_json({"thread_id": thread_id, "rows": erased.rows})
+        _echo_json(erased.to_json())
     elif not any(erased.rows.values()):
         click.echo(f"Nothing to delete: thread {thread_id} has no saved rows.")
     else:
@@ -411,7 +375,7 @@ def redact(thread_id: str, texts: tuple[str, ...], yes: bool, as_json: bool) -> 
         )
     erased = _with_saver(lambda saver: admin.aredact(saver, thread_id, quotes, surface="cli"))
     if as_json:
-        _echo_json({"thread_id": thread_id, "rows": erased.rows})
+        _echo_json(erased.to_json())
     elif not any(erased.rows.values()):
         click.echo(f"Nothing to erase: no stored copy of thread {thread_id} holds that text.")
     else:
@@ -428,7 +392,7 @@ def purge(thread_id: str, as_json: bool) -> None:
     """
     erased = _with_saver(lambda saver: admin.apurge(saver, thread_id, surface="cli"))
     if as_json:
-        _echo_json({"thread_id": thread_id, "rows": erased.rows, "kept_from": erased.kept_from})
+        _echo_json(erased.to_json())
     else:
         click.echo(f"Purged thread {thread_id} up to {erased.kept_from}: {_counts(erased.rows)}.")
 

@@ -170,3 +170,18 @@ class QuoteNotFoundError(RequestError):
             "detail exactly as it was written (case does not matter), or tell the user it "
             "is not in what you remember."
         )
+
+
+class NothingToUndoError(RequestError):
+    """Undo on a branch with no turn or memory change to take back."""
+
+    def __init__(self) -> None:
+        super().__init__("Nothing to undo yet.")
+
+
+def one_line(error: BaseException) -> str:
+    """An error as one line for people: its text with whitespace folded, or its type.
+
+    The CLI and the web page both show failures this way, never a traceback.
+    """
+    return " ".join(str(error).split()) or type(error).__name__

@@ -8,7 +8,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import AbstractAsyncContextManager, nullcontext
 from typing import Any
 
@@ -19,16 +19,35 @@ from langchain_core.runnables.config import ensure_config, merge_configs
 from langchain_core.tools import BaseTool
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.constants import CONFIG_KEY_CHECKPOINTER
+from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
-from langgraph.prebuilt import ToolNode
+from langgraph.prebuilt import ToolNode, tools_condition
 from langgraph.types import StateUpdate
 
+from agent.memory.node import apply_memory, route_after_tools
 from agent.model import load_model
-from agent.operations import chat_graph_builder
 from agent.prompts import SYSTEM_PROMPT
 from agent.state import State
 from agent.store.saver import MemagentSaver
 from tools.memory import memory_tools
+
+
+def chat_graph_builder(agent: Callable[..., Any], tools: Any) -> StateGraph[Any]:
+    """The chat graph's nodes and edges, with the model step and tool step supplied.
+
+    ``make_graph`` fills in the model and the tools; ``tools.admin`` compiles the same
+    shape with stand-ins to apply memory changes through ``aupdate_state``, which
+    needs the graph's channels and edges but never runs its model or tools.
+    """
+    builder = StateGraph(State)
+    builder.add_node("agent", agent)
+    builder.add_node("tools", tools)
+    builder.add_node("apply_memory", apply_memory)
+    builder.add_edge(START, "agent")
+    builder.add_conditional_edges("agent", tools_condition, ["tools", END])
+    builder.add_conditional_edges("tools", route_after_tools, ["apply_memory", "agent"])
+    builder.add_edge("apply_memory", END)
+    return builder
 
 
 class ChatGraph(CompiledStateGraph[Any, Any, Any, Any]):

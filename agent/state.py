@@ -7,13 +7,14 @@ Besides the conversation, the state carries two small memory channels:
   once every tool call of the step has answered, so the conversation it leaves behind
   never holds a tool result whose calling message was removed.
 * ``memory_event``: written exactly once by the step that changes memory. The saver
-  copies it into that checkpoint's metadata (``memory_cleared`` / ``rewound_to``),
-  because langgraph has no other way to put metadata on a single step's checkpoint.
+  copies it into that checkpoint's metadata (each kind's marker, from
+  ``agent.memory.events``), because langgraph has no other way to put metadata on a
+  single step's checkpoint.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, NotRequired, TypedDict
+from typing import Annotated, NotRequired, TypedDict
 
 from langchain_core.messages import AnyMessage
 from langgraph.graph.message import add_messages
@@ -23,9 +24,13 @@ MEMORY_EVENT_CHANNEL = "memory_event"
 
 
 class MemoryRequest(TypedDict):
-    """A memory change asked for by a tool call, applied after the tool step."""
+    """A memory change asked for by a tool call, applied after the tool step.
 
-    kind: Literal["forget", "rewind", "forget_details"]
+    ``kind`` names a memory event kind (``agent.memory.events.EVENT_KINDS``), whose
+    applier in ``agent.memory.node`` carries the request out.
+    """
+
+    kind: str
     tool_call_id: str
     reason: NotRequired[str]
     target: NotRequired[str]
@@ -34,9 +39,9 @@ class MemoryRequest(TypedDict):
 
 
 class MemoryEvent(TypedDict):
-    """The change a memory operation made; becomes its checkpoint's metadata."""
+    """The change a memory operation made; its kind's ``stamp`` makes it metadata."""
 
-    kind: Literal["forget", "rewind", "forget_details"]
+    kind: str
     timestamp: int
     reason: NotRequired[str]
     target: NotRequired[str]

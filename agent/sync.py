@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 
 from langchain_core.language_models import BaseChatModel
 
+from agent.bridge import run_blocking
 from agent.session import ChatSession
 from agent.settings import Settings
 from agent.store.saver import MemagentSaver
@@ -43,21 +44,14 @@ class SyncChat:
         self._session: ChatSession | None = None
 
     def _call(self, work: Coroutine[Any, Any, T]) -> T:
-        """Runs ``work`` on the facade's loop and waits for it.
-
-        On the loop's own thread (code run by the loop, e.g. a callback) the wait
-        would block the very loop that has to do the work, so it raises instead.
-        """
-        if threading.current_thread() is self._thread:
-            work.close()
-            raise asyncio.InvalidStateError(
-                "SyncChat was called on its own event loop thread, where it would wait "
-                "for itself forever. Use `await chat.session.send(...)` there instead."
-            )
-        return asyncio.run_coroutine_threadsafe(work, self._loop).result()
+        """Runs ``work`` on the facade's loop and waits for it (``agent.bridge``)."""
+        return run_blocking(self._loop, work, instead="`await chat.session.send(...)`")
 
     def __enter__(self) -> SyncChat:
+        running = threading.Event()
+        self._loop.call_soon_threadsafe(running.set)
         self._thread.start()
+        running.wait()
         try:
             self._session = self._call(
                 self._stack.enter_async_context(ChatSession.open(self._settings, model=self._model))

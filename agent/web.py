@@ -32,7 +32,6 @@ import signal
 import socket
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from datetime import datetime
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -41,7 +40,6 @@ import jwt
 import psycopg
 import psycopg_pool
 import uvicorn
-from langchain_core.messages import AIMessage, HumanMessage
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import (
@@ -57,13 +55,16 @@ from starlette.staticfiles import StaticFiles
 from agent import auth
 from agent.errors import (
     MemagentError,
+    NothingToUndoError,
     RequestError,
     ThreadBusyError,
     ThreadNotFoundError,
+    one_line,
 )
+from agent.memory.timeline import MAX_TIMELINE_LIMIT
+from agent.presentation import json_default, shown_messages
 from agent.session import ChatSession, new_thread_id
 from agent.settings import Settings
-from agent.timeline import MAX_TIMELINE_LIMIT, UNDO_LOOKBACK, undo_target
 from agent.validation import check_thread_id
 from tools import admin
 
@@ -86,26 +87,22 @@ class WebError(Exception):
         self.message = message
 
 
-def _one_sentence(error: BaseException) -> str:
-    return " ".join(str(error).split()) or type(error).__name__
-
-
 def web_error(error: Exception) -> WebError:
     """What the page is told about ``error``: a status and one sentence, no traceback."""
     if isinstance(error, WebError):
         return error
     if isinstance(error, ThreadNotFoundError):
-        return WebError(404, _one_sentence(error))
+        return WebError(404, one_line(error))
+    if isinstance(error, ThreadBusyError | NothingToUndoError):
+        return WebError(409, one_line(error))
     if isinstance(error, RequestError):
-        return WebError(400, _one_sentence(error))
-    if isinstance(error, ThreadBusyError):
-        return WebError(409, _one_sentence(error))
+        return WebError(400, one_line(error))
     if isinstance(error, psycopg.OperationalError | psycopg_pool.PoolTimeout):
-        return WebError(503, f"The database is unavailable: {_one_sentence(error)}")
+        return WebError(503, f"The database is unavailable: {one_line(error)}")
     if isinstance(error, MemagentError):
-        return WebError(500, _one_sentence(error))
+        return WebError(500, one_line(error))
     if isinstance(error, psycopg.Error):
-        return WebError(500, f"Database error: {_one_sentence(error)}")
+        return WebError(500, f"Database error: {one_line(error)}")
     logger.exception("unexpected error in the web API", exc_info=error)
     return WebError(500, "Something went wrong on the server; its log has the details.")
 
@@ -132,14 +129,8 @@ def json_errors(endpoint: Endpoint) -> Endpoint:
     return guarded
 
 
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, datetime):
-        return value.isoformat()
-    raise TypeError(f"not JSON: {type(value).__name__}")
-
-
 def _json(data: Any, status: int = 200) -> Response:
-    body = json.dumps(data, default=_jsonable)
+    body = json.dumps(data, default=json_default)
     return Response(body, status_code=status, media_type="application/json")
 
 
@@ -228,17 +219,6 @@ async def create_thread(request: Request) -> Response:
     return _json({"thread_id": thread_id}, status=201)
 
 
-def _shown_messages(messages: list[Any]) -> list[dict[str, str]]:
-    """The user's messages and the agent's replies; tool calls and results stay hidden."""
-    shown = []
-    for message in messages:
-        if isinstance(message, HumanMessage):
-            shown.append({"role": "user", "text": message.text})
-        elif isinstance(message, AIMessage) and message.text:
-            shown.append({"role": "agent", "text": message.text})
-    return shown
-
-
 @json_errors
 async def conversation(request: Request) -> Response:
     """What the agent remembers now (the head's messages) and the thread's branch tree.
@@ -255,12 +235,11 @@ async def conversation(request: Request) -> Response:
     return _json(
         {
             "thread_id": thread_id,
-            "messages": _shown_messages(state.values.get("messages", [])),
-            "tree": {
-                "head": tree.head,
-                "hidden": tree.hidden,
-                "entries": [node.to_json() for node in tree.entries],
-            },
+            "messages": [
+                {"role": role, "text": text}
+                for role, text in shown_messages(state.values.get("messages", []))
+            ],
+            "tree": tree.to_json(),
         }
     )
 
@@ -315,7 +294,7 @@ async def forget(request: Request) -> Response:
         surface="web",
         actor=await _user(request),
     )
-    return _json({"thread_id": thread_id, "checkpoint_id": change.checkpoint_id})
+    return _json(change.to_json())
 
 
 @json_errors
@@ -328,13 +307,7 @@ async def rewind(request: Request) -> Response:
     change = await admin.arewind(
         _session(request).saver, thread_id, target, surface="web", actor=await _user(request)
     )
-    return _json(
-        {
-            "thread_id": thread_id,
-            "checkpoint_id": change.checkpoint_id,
-            "rewound_to": change.rewound_to,
-        }
-    )
+    return _json(change.to_json())
 
 
 @json_errors
@@ -342,20 +315,10 @@ async def undo(request: Request) -> Response:
     """Takes back the newest change on the head's branch, as the chat's ``/undo`` does."""
     data = await _body(request)
     thread_id = await _thread(request, data.get("thread"))
-    saver = _session(request).saver
-    target = undo_target(await admin.atimeline(saver, thread_id, limit=UNDO_LOOKBACK))
-    if target is None:
-        raise WebError(409, "Nothing to undo yet.")
-    change = await admin.arewind(
-        saver, thread_id, target, surface="web", actor=await _user(request)
+    change = await admin.aundo(
+        _session(request).saver, thread_id, surface="web", actor=await _user(request)
     )
-    return _json(
-        {
-            "thread_id": thread_id,
-            "checkpoint_id": change.checkpoint_id,
-            "rewound_to": change.rewound_to,
-        }
-    )
+    return _json(change.to_json())
 
 
 def _quotes(data: dict[str, Any]) -> list[str]:
@@ -378,7 +341,7 @@ async def forget_detail(request: Request) -> Response:
         surface="web",
         actor=await _user(request),
     )
-    return _json({"thread_id": thread_id, "checkpoint_id": change.checkpoint_id})
+    return _json(change.to_json())
 
 
 @json_errors
@@ -400,7 +363,7 @@ async def erase(request: Request) -> Response:
     )
     if not any(erased.rows.values()):
         raise WebError(400, "Nothing to erase: no stored copy of this thread holds that text.")
-    return _json({"thread_id": thread_id, "rows": erased.rows})
+    return _json(erased.to_json())
 
 
 async def page(request: Request) -> Response:

@@ -37,9 +37,9 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.rows import dict_row
 
 from agent.graph import make_graph
+from agent.memory.timeline import read_timeline
 from agent.session import ChatSession
 from agent.store.saver import MemagentSaver
-from agent.timeline import read_timeline
 from tests.fakes import ScriptedChatModel, call
 from tools.memory import FORGET, FORGET_DETAILS, REWIND
 

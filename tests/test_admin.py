@@ -20,8 +20,8 @@ from psycopg_pool import AsyncConnectionPool
 
 from agent.checkpointer import MemagentSaver
 from agent.errors import RequestError, ThreadBusyError
+from agent.memory.entries import PREVIEW_CHARS
 from agent.prompts import FORGET_CONFIRMATION, REWIND_CONFIRMATION
-from agent.timeline import PREVIEW_CHARS
 from tests.helpers import THREAD_TABLES, Chat, canary_rows, count, rows, table_counts, thread_rows
 from tools import admin
 
@@ -323,7 +323,7 @@ async def test_a_memory_operation_waits_for_the_running_turn(
 ) -> None:
     chat = Chat(saver)
     await chat.say("hello")
-    saver.busy_timeout = 0.2
+    saver.leases.busy_timeout = 0.2
     before = table_counts(database_url)
     holding, done = asyncio.Event(), asyncio.Event()
 

@@ -34,8 +34,8 @@ from langgraph.graph.state import CompiledStateGraph
 
 from agent.checkpointer import MemagentInMemorySaver, MemagentSaver, open_saver
 from agent.graph import make_graph
-from agent.operations import forget_update, load_rewind_target, rewind_update, root_config
-from agent.timeline import UNDO_LOOKBACK, read_timeline, undo_target
+from agent.memory.timeline import UNDO_LOOKBACK, read_timeline, undo_target
+from agent.memory.updates import forget_update, load_rewind_target, rewind_update, root_config
 from agent.validation import clean_reason
 from tests.fakes import InvalidConversationError, ScriptedChatModel, check_provider_valid
 from tests.helpers import fresh_database

@@ -22,10 +22,10 @@ from langchain_core.tools import tool
 from agent.checkpointer import MemagentSaver
 from agent.cli import main
 from agent.errors import InvalidQuoteError, QuoteNotFoundError
+from agent.memory.timeline import read_timeline
 from agent.prompts import REMOVED_MARKER
 from agent.session import ChatSession
 from agent.settings import Settings
-from agent.timeline import read_timeline
 from tests.fakes import call, check_provider_valid
 from tests.helpers import Chat, needle_columns, table_counts
 from tools import admin
@@ -106,7 +106,7 @@ async def test_soft_forget_hides_the_detail_from_the_model_and_keeps_everything_
     assert "timestamp" in marked[0]
     assert CANARY.lower() not in str(marked[0]).lower()
     entries = await read_timeline(saver, chat.thread_id, 10)
-    assert [e.redacted for e in entries if e.kind == "redacted"] == [5]
+    assert [e.facts["count"] for e in entries if e.kind == "forget_details"] == [5]
     audit = await admin.aaudit(saver, chat.thread_id)
     assert audit[0]["operation"] == "forget_details"
     assert CANARY.lower() not in str(audit).lower()

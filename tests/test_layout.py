@@ -1,8 +1,9 @@
 """The code's shape: imports run only down the layers, and only agent and tools install.
 
 The layers, bottom to top, are in ``LAYERS``: settings, errors and messages, then
-inputs, storage, the memory operations, the tools, the graph, sessions, and the CLI,
-terminal, auth and web on top. A
+inputs, the memory model's registry and readers, storage, the memory updates, the
+model's tools, the graph, thread administration, sessions, and the CLI, terminal,
+auth and web on top. A
 new module fails ``test_every_module_has_a_layer`` until it is placed there, so where it
 sits is a decision, not an accident.
 """
@@ -25,12 +26,18 @@ CHECKOUT_ONLY = ("tests", "bench")
 """Top-level folders a checkout runs and installed code must never import."""
 
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("agent", "agent.errors", "agent.settings", "agent.prompts", "agent.startup"),
-    ("agent.validation", "agent.state", "agent.timeline", "agent.redaction"),
+    ("agent", "agent.errors", "agent.settings", "agent.prompts", "agent.startup", "agent.bridge"),
+    ("agent.validation", "agent.state", "agent.redaction", "agent.presentation"),
+    ("agent.memory", "agent.memory.events"),
+    ("agent.memory.entries",),
+    ("agent.memory.store",),
+    ("agent.memory.timeline",),
     ("agent.store", "agent.store.*", "agent.checkpointer"),
-    ("agent.operations", "agent.model"),
-    ("tools", "tools.memory", "tools.admin"),
+    ("agent.memory.updates", "agent.memory.tree", "agent.model"),
+    ("agent.memory.node",),
+    ("tools", "tools.memory"),
     ("agent.graph",),
+    ("tools.admin",),
     ("agent.session", "agent.sync"),
     ("agent.cli", "agent.terminal", "agent.auth", "agent.web*", "agent.__main__"),
 )
@@ -163,7 +170,7 @@ def test_the_checks_see_upward_imports_function_level_ones_and_loops(tmp_path: P
     imports = imported_names("agent.errors", source, known)
     assert imports == {"agent.settings", "agent.cli", "tests.helpers"}
     assert layer_violations({"agent.errors": imports}) == [
-        "agent.errors (layer 0) imports agent.cli (layer 7)",
+        f"agent.errors (layer 0) imports agent.cli (layer {layer_of('agent.cli')})",
         "agent.errors imports tests.helpers, which is not installed",
     ]
     assert import_cycle({"agent.session": {"agent.sync"}, "agent.sync": {"agent.session"}}) == [

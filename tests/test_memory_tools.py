@@ -18,8 +18,8 @@ from langgraph.checkpoint.base import BaseCheckpointSaver, empty_checkpoint
 
 from agent.checkpointer import MemagentInMemorySaver, open_saver
 from agent.graph import make_graph
+from agent.memory.timeline import read_timeline
 from agent.prompts import FORGET_CONFIRMATION, REWIND_CONFIRMATION, UNDO_HINT
-from agent.timeline import read_timeline
 from tests.fakes import ScriptedChatModel, call, check_provider_valid
 from tests.helpers import Chat
 from tools.memory import FORGET, REWIND, TIMELINE

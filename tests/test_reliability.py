@@ -29,10 +29,10 @@ import pytest
 from agent.checkpointer import MemagentSaver, open_saver
 from agent.errors import DatabaseUnavailableError
 from agent.graph import make_graph
+from agent.memory.timeline import read_timeline
 from agent.session import ChatSession
 from agent.settings import Settings
 from agent.store import sql
-from agent.timeline import read_timeline
 from tests.fakes import ScriptedChatModel
 from tests.helpers import HANG_GUARD, Gate, config, create_database, table_counts
 from tools import admin

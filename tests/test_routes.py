@@ -108,7 +108,7 @@ async def test_a_turn_kept_waiting_too_long_is_refused_and_loses_nothing(
     saver: MemagentSaver,
 ) -> None:
     gate, graph, first = await a_turn_held_at_the_model(saver)
-    saver.busy_timeout = 0.2
+    saver.leases.busy_timeout = 0.2
     try:
         with pytest.raises(ThreadBusyError, match="busy"):
             await graph.ainvoke(said("two"), config("t"))
@@ -116,7 +116,7 @@ async def test_a_turn_kept_waiting_too_long_is_refused_and_loses_nothing(
         gate.release.set()
     await asyncio.wait_for(first, HANG_GUARD)
     assert await head_messages(graph, "t") == [("human", "one"), ("ai", "reply to the first")]
-    saver.busy_timeout = 30.0
+    saver.leases.busy_timeout = 30.0
     await graph.ainvoke(said("two"), config("t"))  # the refused turn, sent again
     assert [text for kind, text in await head_messages(graph, "t") if kind == "human"] == [
         "one",

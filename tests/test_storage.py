@@ -16,8 +16,8 @@ from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 
 from agent.checkpointer import MemagentSaver, open_saver
 from agent.graph import make_graph
+from agent.memory.updates import root_config
 from agent.model import OfflineChatModel
-from agent.operations import root_config
 from agent.session import ChatSession
 from agent.settings import Settings
 from tests.fakes import ScriptedChatModel

@@ -11,15 +11,9 @@ from typing import Any
 
 from langchain_core.messages import AIMessage, HumanMessage
 
+from agent.memory.entries import PREVIEW_CHARS, TimelineEntry, entry_from, preview_text
+from agent.memory.timeline import render_timeline, undo_target
 from agent.prompts import UNDO_HINT
-from agent.timeline import (
-    PREVIEW_CHARS,
-    TimelineEntry,
-    entry_from,
-    preview_text,
-    render_timeline,
-    undo_target,
-)
 
 TS = "2026-01-02T03:04:05+00:00"
 
@@ -98,7 +92,7 @@ def test_each_entry_is_one_line_with_its_id_time_and_what_happened() -> None:
     assert text.splitlines() == [
         "Newest first. Pass an id to rewind_to to return to the point before that turn.",
         "r1  2026-01-02 03:04:05  [rewound to c1]",
-        "f1  2026-01-02 03:04:05  [forgot] reason: shared screen",
+        "f1  2026-01-02 03:04:05  [forgot (shared screen)]",
         "f0  2026-01-02 03:04:05  [forgot]",
         'c2  2026-01-02 03:04:05  before "my city is Paris"',
         'c1  2026-01-02 03:04:05  before "my name is Ada"',

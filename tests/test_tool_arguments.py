@@ -14,9 +14,9 @@ import pytest
 from langchain_core.messages import AIMessage, AnyMessage, HumanMessage, ToolMessage
 
 from agent.checkpointer import MemagentInMemorySaver
-from agent.operations import provider_valid
+from agent.memory.timeline import MAX_TIMELINE_LIMIT
+from agent.memory.updates import provider_valid
 from agent.prompts import FORGET_CONFIRMATION
-from agent.timeline import MAX_TIMELINE_LIMIT
 from tests.fakes import InvalidConversationError, ScriptedChatModel, call, check_provider_valid
 from tests.helpers import Chat
 from tools.memory import FORGET, REWIND, TIMELINE

@@ -264,7 +264,7 @@ async def test_a_selected_detail_is_forgotten_undone_and_erased_for_good(
         assert "my name is Ada" in texts(after)
         newest = after["tree"]["entries"][0]
         assert (newest["kind"], newest["erased"], newest["on_head_branch"]) == (
-            "redacted",
+            "forget_details",
             False,
             True,
         )

@@ -299,7 +299,7 @@ def test_forget_a_selected_detail_undo_it_and_erase_it_for_good(
     wait_for(browser, "the marker", lambda d: f"my address is {REMOVED_MARKER}" in messages(d))
     assert not any(ADDRESS in text for text in messages(browser))
     assert "my name is Ada" in messages(browser)
-    forgot = browser.find_element(By.CSS_SELECTOR, "#tree .row.redacted")
+    forgot = browser.find_element(By.CSS_SELECTOR, "#tree .row.forget_details")
     assert "✎" in forgot.text and "forgot a detail" in forgot.text
     assert not browser.find_element(By.ID, "detail-actions").is_displayed()
 
@@ -310,7 +310,7 @@ def test_forget_a_selected_detail_undo_it_and_erase_it_for_good(
     if target := os.environ.get("MEMAGENT_WEB_SCREENSHOT"):
         screenshot(browser, Path(target))
 
-    forgot = browser.find_element(By.CSS_SELECTOR, "#tree .row.redacted")
+    forgot = browser.find_element(By.CSS_SELECTOR, "#tree .row.forget_details")
     click(browser, forgot.find_element(By.CSS_SELECTOR, "button.small"))  # its undo
     shown = messages(browser)
     assert f"my address is {ADDRESS}" in shown, shown

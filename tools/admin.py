@@ -1,10 +1,12 @@
 """Thread administration outside a chat turn: for code, cron jobs and the CLI.
 
 Every operation is an async function; its sync twin (same name without the ``a``) is
-made by ``sync_twin`` and bridges to the saver's event loop with
-``asyncio.run_coroutine_threadsafe``, so it works from any other thread. Called on the
-loop's own thread it would wait for itself forever, so it raises
-``asyncio.InvalidStateError`` instead, naming the async call to use.
+made by ``sync_twin`` and bridges to the saver's event loop (``agent.bridge``), so it
+works from any other thread. Called on the loop's own thread it would wait for itself
+forever, so it raises ``asyncio.InvalidStateError`` instead, naming the async call.
+
+The memory model itself (updates, the tree, the timeline) lives in ``agent.memory``;
+these functions take the lease, apply it and write the audit line.
 
 ``aforget`` and ``arewind`` apply the very update the memory tools apply (through
 langgraph's ``aupdate_state``), so the result is the same wherever it came from.
@@ -22,9 +24,20 @@ from typing import Any, Concatenate, Literal, ParamSpec, TypeVar
 
 from langgraph.graph.state import CompiledStateGraph
 
-from agent.errors import PurgeRefusedError, ThreadNotFoundError
-from agent.operations import (
-    chat_graph_builder,
+from agent.bridge import run_blocking
+from agent.errors import NothingToUndoError, PurgeRefusedError, ThreadNotFoundError
+from agent.graph import chat_graph_builder
+from agent.memory.events import FORGET, FORGOT_DETAIL, REWIND
+from agent.memory.node import ERASE_OPERATION
+from agent.memory.timeline import (
+    DEFAULT_TIMELINE_LIMIT,
+    UNDO_LOOKBACK,
+    TimelineEntry,
+    read_timeline,
+    undo_target,
+)
+from agent.memory.tree import ThreadTree, read_tree
+from agent.memory.updates import (
     forget_details_update,
     forget_update,
     load_rewind_target,
@@ -32,12 +45,6 @@ from agent.operations import (
     root_config,
 )
 from agent.store.saver import MemagentSaver
-from agent.timeline import (
-    DEFAULT_TIMELINE_LIMIT,
-    TimelineEntry,
-    entry_from,
-    read_timeline,
-)
 from agent.validation import check_quotes, check_thread_id, clean_reason
 
 Surface = Literal["tool", "cli", "code", "server", "web"]
@@ -61,6 +68,13 @@ class MemoryChange:
     checkpoint_id: str
     rewound_to: str | None = None
 
+    def to_json(self) -> dict[str, Any]:
+        """What the CLI's ``--json`` and the web API answer for the change."""
+        data: dict[str, Any] = {"thread_id": self.thread_id, "checkpoint_id": self.checkpoint_id}
+        if self.rewound_to is not None:
+            data["rewound_to"] = self.rewound_to
+        return data
+
 
 @dataclass(frozen=True, slots=True)
 class Erasure:
@@ -76,40 +90,27 @@ class Erasure:
     rows: dict[str, int]
     kept_from: str | None = None
 
+    def to_json(self) -> dict[str, Any]:
+        """What the CLI's ``--json`` and the web API answer for the erasure."""
+        data: dict[str, Any] = {"thread_id": self.thread_id, "rows": self.rows}
+        if self.kept_from is not None:
+            data["kept_from"] = self.kept_from
+        return data
+
 
 def sync_twin(
     async_fn: Callable[Concatenate[MemagentSaver, P], Coroutine[Any, Any, R]],
 ) -> Callable[Concatenate[MemagentSaver, P], R]:
     """Makes the blocking twin of an admin coroutine whose first argument is the saver.
 
-    The saver's pool belongs to the loop it was opened on, so the coroutine must run
-    there; this submits it and waits from the calling thread. Where the wait could
-    never end (on that loop's own thread, or when that loop is not running) it
-    raises ``asyncio.InvalidStateError`` at once instead.
+    The twin hands the coroutine to the saver's loop and waits (``agent.bridge``).
     """
     name = async_fn.__name__.removeprefix("a")
 
     @functools.wraps(async_fn)
     def twin(saver: MemagentSaver, /, *args: P.args, **kwargs: P.kwargs) -> R:
-        try:
-            running = asyncio.get_running_loop()
-        except RuntimeError:
-            running = None
-        if running is saver.loop:
-            raise asyncio.InvalidStateError(
-                f"tools.admin.{name}() was called on the saver's own event loop thread, "
-                f"where it would wait for itself forever. Use "
-                f"`await tools.admin.{async_fn.__name__}(...)` there instead."
-            )
-        if saver.loop.is_closed() or not saver.loop.is_running():
-            raise asyncio.InvalidStateError(
-                f"tools.admin.{name}() needs the saver's event loop, which is not running "
-                "(was the saver opened in an asyncio.run() that has ended?). Keep the loop "
-                f"running, e.g. with agent.sync.SyncChat, or `await tools.admin."
-                f"{async_fn.__name__}(...)` inside it."
-            )
-        future = asyncio.run_coroutine_threadsafe(async_fn(saver, *args, **kwargs), saver.loop)
-        return future.result()
+        instead = f"`await tools.admin.{async_fn.__name__}(...)`"
+        return run_blocking(saver.loop, async_fn(saver, *args, **kwargs), instead=instead)
 
     twin.__name__ = twin.__qualname__ = name
     twin.__doc__ = f"Blocking twin of ``{async_fn.__name__}``; see there."
@@ -151,127 +152,19 @@ async def _require_thread(saver: MemagentSaver, thread_id: str) -> str:
 async def atimeline(
     saver: MemagentSaver, thread_id: str, *, limit: int = DEFAULT_TIMELINE_LIMIT
 ) -> list[TimelineEntry]:
-    """The thread's timeline, newest first (see ``agent.timeline``)."""
+    """The thread's timeline, newest first (see ``agent.memory.timeline``)."""
     return await read_timeline(saver, check_thread_id(thread_id), limit)
-
-
-@dataclass(frozen=True, slots=True)
-class TreeEntry:
-    """One point of a thread's tree.
-
-    Attributes:
-        entry: The timeline entry (turn, forget or rewind).
-        parent: The point this one follows, or ``None`` for a root or when that point
-            is not shown. A rewind to the point before a turn follows what came before
-            that turn, so the turn and the rewind are two branches.
-        on_head_branch: Whether the thread's current conversation goes through it.
-        undo: For a forget or a soft detail forget, the checkpoint to rewind to to
-            undo it: the point before the turn that asked for it, or (made out of
-            band) the checkpoint just before it, which is not itself a point of the
-            tree. A detail erased for good has none: no rewind brings it back.
-    """
-
-    entry: TimelineEntry
-    parent: str | None
-    on_head_branch: bool
-    undo: str | None = None
-
-    def to_json(self) -> dict[str, Any]:
-        """The entry's JSON plus the tree fields."""
-        return {
-            **self.entry.to_json(),
-            "tree_parent": self.parent,
-            "on_head_branch": self.on_head_branch,
-            "undo": self.undo,
-        }
-
-
-@dataclass(frozen=True, slots=True)
-class ThreadTree:
-    """Every branch of a thread: what ``memagent timeline`` draws.
-
-    Attributes:
-        thread_id: The thread.
-        head: The checkpoint the next turn continues from.
-        entries: The newest points of all branches, newest first.
-        hidden: How many older points the limit left out.
-    """
-
-    thread_id: str
-    head: str
-    entries: list[TreeEntry]
-    hidden: int = 0
-
-
-def _is_turn_point(metadata: dict[str, Any] | None) -> bool:
-    return bool(metadata) and metadata.get("source") == "input"  # type: ignore[union-attr]
 
 
 async def atree(
     saver: MemagentSaver, thread_id: str, *, limit: int = DEFAULT_TIMELINE_LIMIT
 ) -> ThreadTree:
-    """All branches of a thread, for people: set-aside branches are shown too.
-
-    Unlike the timeline (the head's branch, for the model), this reads the links of
-    every checkpoint of the thread, so its cost grows with the thread; it still reads
-    no message blob, only the user messages of the turns shown.
+    """All branches of a thread, for people (see ``agent.memory.tree``).
 
     Raises:
         RequestError: Bad thread id, or a thread with no saved conversation.
     """
-    check_thread_id(thread_id)
-    links = await saver.atree_links(thread_id)
-    if not links:
-        raise ThreadNotFoundError(thread_id)
-    parent_of = {row["checkpoint_id"]: row["parent_checkpoint_id"] for row in links}
-    points = {row["checkpoint_id"]: row for row in links if row["metadata"] is not None}
-    # The nearest point at or above each checkpoint; parents are older, so one pass.
-    nearest: dict[str, str | None] = {}
-    for row in links:
-        cid = row["checkpoint_id"]
-        nearest[cid] = cid if cid in points else nearest.get(row["parent_checkpoint_id"])
-
-    def above(cid: str) -> str | None:
-        parent = parent_of.get(cid)
-        return nearest.get(parent) if parent else None
-
-    tree_parent: dict[str, str | None] = {}
-    for cid, row in points.items():
-        target = row["metadata"].get("rewound_to")
-        if target and target in points and _is_turn_point(points[target]["metadata"]):
-            # Back to before that turn's message: a sibling of the turn, not its child.
-            tree_parent[cid] = above(target)
-        elif target:
-            tree_parent[cid] = nearest.get(target, above(cid))
-        else:
-            tree_parent[cid] = above(cid)
-
-    head = links[-1]["checkpoint_id"]
-    on_branch: set[str] = set()
-    walk = nearest.get(head)
-    while walk is not None and walk not in on_branch:
-        on_branch.add(walk)
-        walk = tree_parent.get(walk)
-
-    shown = sorted(points, reverse=True)[: max(1, limit)]
-    shown_set = set(shown)
-    turns = [cid for cid in shown if _is_turn_point(points[cid]["metadata"])]
-    texts = await saver.aturn_inputs(thread_id, turns)
-    entries = []
-    for cid in shown:
-        row = points[cid]
-        entry = entry_from(
-            cid, row["parent_checkpoint_id"], row["ts"], row["metadata"], texts.get(cid)
-        )
-        if entry is None:  # pragma: no cover - every point makes an entry
-            continue
-        parent = tree_parent[cid]
-        undo = None
-        if entry.kind == "forget" or (entry.kind == "redacted" and not entry.erased):
-            undo = parent if entry.in_turn else entry.parent_id
-        shown_parent = parent if parent in shown_set else None
-        entries.append(TreeEntry(entry, shown_parent, cid in on_branch, undo))
-    return ThreadTree(thread_id, head, entries, hidden=len(points) - len(shown))
+    return await read_tree(saver, thread_id, limit=limit)
 
 
 async def athreads(saver: MemagentSaver, *, limit: int = 100) -> list[dict[str, Any]]:
@@ -301,7 +194,7 @@ async def aforget(
             config = await graph.aupdate_state(
                 root_config(thread_id), forget_update(clean_reason(reason)), as_node="apply_memory"
             )
-        await saver.arecord_audit("forget", thread_id, surface=surface, actor=actor)
+        await saver.arecord_audit(FORGET.name, thread_id, surface=surface, actor=actor)
     return MemoryChange(thread_id, str(config["configurable"]["checkpoint_id"]))
 
 
@@ -335,7 +228,7 @@ async def aforget_details(
         )
         config = await graph.aupdate_state(root_config(thread_id), update, as_node="apply_memory")
         await saver.arecord_audit(
-            "forget_details",
+            FORGOT_DETAIL.name,
             thread_id,
             surface=surface,
             actor=actor,
@@ -367,7 +260,9 @@ async def aredact(
     checked = check_quotes(quotes)
     async with saver.thread_lease(thread_id):
         rows = await saver.aredact(thread_id, checked)
-        await saver.arecord_audit("redact", thread_id, surface=surface, actor=actor, detail=rows)
+        await saver.arecord_audit(
+            ERASE_OPERATION, thread_id, surface=surface, actor=actor, detail=rows
+        )
     return Erasure(thread_id, rows)
 
 
@@ -397,9 +292,33 @@ async def arewind(
                 as_node="apply_memory",
             )
         await saver.arecord_audit(
-            "rewind", thread_id, surface=surface, actor=actor, detail={"target": target}
+            REWIND.name, thread_id, surface=surface, actor=actor, detail={"target": target}
         )
     return MemoryChange(thread_id, str(config["configurable"]["checkpoint_id"]), target)
+
+
+async def aundo(
+    saver: MemagentSaver,
+    thread_id: str,
+    *,
+    surface: Surface = "code",
+    actor: str | None = None,
+) -> MemoryChange:
+    """Takes back the newest change on the head's branch: a turn, a forget, a detail forget.
+
+    The same rule as "undo" to the model (``agent.memory.timeline.undo_target``); the
+    chat's ``/undo`` and the web page's undo button call this.
+
+    Raises:
+        RequestError: Bad thread id, or nothing on the branch to undo.
+        ThreadBusyError: A turn kept the thread busy longer than the busy timeout.
+    """
+    check_thread_id(thread_id)
+    async with saver.thread_lease(thread_id):
+        target = undo_target(await read_timeline(saver, thread_id, UNDO_LOOKBACK))
+        if target is None:
+            raise NothingToUndoError()
+        return await arewind(saver, thread_id, target, surface=surface, actor=actor)
 
 
 async def adelete(
@@ -462,6 +381,7 @@ forget = sync_twin(aforget)
 forget_details = sync_twin(aforget_details)
 redact = sync_twin(aredact)
 rewind = sync_twin(arewind)
+undo = sync_twin(aundo)
 delete = sync_twin(adelete)
 purge = sync_twin(apurge)
 audit = sync_twin(aaudit)

@@ -24,10 +24,7 @@ from langgraph.prebuilt import ToolRuntime
 from langgraph.types import Command
 
 from agent.errors import QuoteNotFoundError, RequestError
-from agent.operations import last_forgotten_details, load_rewind_target, run_saver, run_thread_id
-from agent.redaction import quote_pattern, scrub_message
-from agent.state import MemoryRequest
-from agent.timeline import (
+from agent.memory.timeline import (
     DEFAULT_TIMELINE_LIMIT,
     MAX_TIMELINE_LIMIT,
     UNDO_LOOKBACK,
@@ -36,6 +33,14 @@ from agent.timeline import (
     render_timeline,
     undo_target,
 )
+from agent.memory.updates import (
+    last_forgotten_details,
+    load_rewind_target,
+    run_saver,
+    run_thread_id,
+)
+from agent.redaction import quote_pattern, scrub_message
+from agent.state import MemoryRequest
 from agent.validation import check_quotes, clean_reason
 
 FORGET = "forget_conversation"

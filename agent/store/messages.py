@@ -163,10 +163,6 @@ class MessageCache:
                 return seq
         return None
 
-    def forget_thread(self, thread_id: str) -> None:
-        """Drops a thread's rows, e.g. after they were erased."""
-        self.forget_rows(thread_id, [key[1] for key in self._rows if key[0] == thread_id])
-
     def forget_rows(self, thread_id: str, numbers: Iterable[int]) -> None:
         """Drops some rows of a thread, e.g. those a redact replaced by new ones."""
         for key in [(thread_id, seq) for seq in numbers if (thread_id, seq) in self._rows]:
@@ -200,8 +196,3 @@ class SeqReservation:
         taken = list(range(self.next_seq, self.next_seq + count))
         self.next_seq += count
         return taken
-
-
-def unique_ids(messages: Iterable[BaseMessage]) -> list[str]:
-    """The distinct ids of ``messages``, in order."""
-    return list(dict.fromkeys(str(message.id) for message in messages))

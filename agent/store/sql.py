@@ -79,6 +79,13 @@ $$""",
 SELECT_MIGRATION_VERSION = "SELECT max(v) AS v FROM memagent_migrations"
 INSERT_MIGRATION_VERSION = "INSERT INTO memagent_migrations (v) VALUES (%s)"
 
+# What makes a checkpoint a timeline point: a turn's ``input`` checkpoint, or the marker
+# of a memory event kind. The marker keys come from the registry
+# (``agent.memory.events.MEMORY_METADATA_KEYS``) as the ``memory_keys`` parameter, so a
+# new kind needs no change here; ``agent.memory.timeline.entry_from`` applies the same
+# rule in Python.
+TIMELINE_POINT = "(metadata ->> 'source' = 'input' OR metadata ?| %(memory_keys)s::text[])"
+
 # The timeline walks the head's lineage (parent links, so a rewind's fork is followed
 # and abandoned branches are not listed) reading metadata and the turn's input write
 # only: the ``__start__`` task's ``messages`` write on an ``input`` checkpoint is the
@@ -89,7 +96,8 @@ INSERT_MIGRATION_VERSION = "INSERT INTO memagent_migrations (v) VALUES (%s)"
 # Each step is a LATERAL lookup with LIMIT 1 so that it is always one index probe: as a
 # plain join the planner may hash *all* of the thread's checkpoints for the first step,
 # which makes the timeline cost grow with the thread (6.6 ms at 400 turns, not 0.3 ms).
-SELECT_TIMELINE = """
+SELECT_TIMELINE = (
+    """
 WITH RECURSIVE lineage AS (
     (SELECT checkpoint_id, parent_checkpoint_id, checkpoint ->> 'ts' AS ts, metadata, 0 AS depth
      FROM checkpoints
@@ -113,10 +121,9 @@ SELECT e.checkpoint_id, e.parent_checkpoint_id, e.ts, e.metadata,
        w.type AS input_type, w.blob AS input_blob
 FROM (
     SELECT * FROM lineage
-    WHERE metadata ->> 'source' = 'input'
-       OR metadata ? 'memory_cleared'
-       OR metadata ? 'rewound_to'
-       OR metadata ? 'memory_redacted'
+    WHERE """
+    + TIMELINE_POINT
+    + """
     LIMIT %(limit)s
 ) e
 LEFT JOIN LATERAL (
@@ -132,12 +139,7 @@ LEFT JOIN LATERAL (
 ) w ON TRUE
 ORDER BY e.depth
 """
-
-# Only the root metadata is needed to locate a checkpoint; ``aget_tuple`` would load
-# the state too.
-SELECT_ROOT_CHECKPOINT_EXISTS = """
-SELECT 1 FROM checkpoints WHERE thread_id = %s AND checkpoint_ns = '' AND checkpoint_id = %s
-"""
+)
 
 # The library has no way to list threads.
 SELECT_THREADS = """
@@ -231,9 +233,6 @@ ON CONFLICT DO NOTHING
 SELECT_MESSAGES_BY_SEQ = """
 SELECT seq, type, blob FROM memagent_messages WHERE thread_id = %s AND seq = ANY(%s)
 """
-SELECT_MESSAGES_BY_ID = """
-SELECT seq, type, blob FROM memagent_messages WHERE thread_id = %s AND message_id = ANY(%s)
-"""
 
 # Redact rewrites every stored copy of a thread in place, in one transaction: the
 # library has no way to change a stored value, and a quote may sit in any of them
@@ -322,6 +321,12 @@ RETURNING holder
 RELEASE_THREAD_LEASE = """
 DELETE FROM memagent_thread_leases WHERE thread_id = %s AND holder = %s
 """
+# The holder's heartbeat: only its own row, so a lease taken over after expiry stays
+# with its new holder.
+RENEW_THREAD_LEASE = """
+UPDATE memagent_thread_leases SET expires_at = now() + make_interval(secs => %s)
+WHERE thread_id = %s AND holder = %s
+"""
 
 # ``tools.admin``: whether a thread exists, without loading its state as ``aget_tuple``
 # would.
@@ -335,21 +340,22 @@ LIMIT 1
 # The CLI's tree: every root checkpoint's links (to connect the timeline points across
 # all branches), with time and metadata only for the points themselves, then the user
 # messages of the turns shown. No message blob is read.
-SELECT_TREE_LINKS = """
+SELECT_TREE_LINKS = (
+    """
 SELECT checkpoint_id, parent_checkpoint_id,
        CASE WHEN point THEN checkpoint ->> 'ts' END AS ts,
        CASE WHEN point THEN metadata END AS metadata
 FROM (
     SELECT checkpoint_id, parent_checkpoint_id, checkpoint, metadata,
-           (metadata ->> 'source' = 'input'
-            OR metadata ? 'memory_cleared'
-            OR metadata ? 'rewound_to'
-            OR metadata ? 'memory_redacted') AS point
+           """
+    + TIMELINE_POINT
+    + """ AS point
     FROM checkpoints
-    WHERE thread_id = %s AND checkpoint_ns = ''
+    WHERE thread_id = %(thread_id)s AND checkpoint_ns = ''
 ) c
 ORDER BY checkpoint_id
 """
+)
 SELECT_TURN_INPUTS = """
 SELECT DISTINCT ON (checkpoint_id) checkpoint_id, type, blob
 FROM checkpoint_writes

@@ -200,30 +200,24 @@ function pointRow(node, isCurrent, turns) {
   const row = el("div", `row ${node.kind}${node.on_head_branch ? " on-head" : " set-aside"}${isCurrent ? " current" : ""}`);
   row.dataset.checkpoint = node.checkpoint_id;
   row.dataset.kind = node.kind;
-  const icon = { turn: "●", forget: "✂", rewind: "↩", redacted: "✎" }[node.kind];
+  // The symbol and the label come from the API (the registry of memory event kinds),
+  // so a new kind of change shows here without a change to this page.
   const target = el("button", "go", "");
   target.type = "button";
-  target.append(el("span", "icon", icon));
-  let label;
+  target.append(el("span", "icon", node.symbol));
+  let label = node.label;
   if (node.kind === "turn") {
     label = `“${node.preview}”`;
     target.title = "Go back to just before this message";
-  } else if (node.kind === "forget") {
-    label = node.reason ? `forgot (${node.reason})` : "forgot";
-    target.title = "Go to just after this forget";
-  } else if (node.kind === "redacted") {
-    const done = node.erased ? "erased a detail for good" : "forgot a detail";
-    label = node.reason ? `${done} (${node.reason})` : done;
-    const where = node.redacted === 1 ? "1 message" : `${node.redacted} messages`;
-    target.title = `Go to just after this (a detail replaced in ${where})`;
-  } else {
+  } else if (node.rewound_to) {
     // A turn's point is the state just before its message; a later point of that
     // turn's step is after it.
-    let where = "";
-    if (turns.has(node.rewound_to)) where = ` to before “${turns.get(node.rewound_to)}”`;
-    else if (turns.has(node.tree_parent)) where = ` to after “${turns.get(node.tree_parent)}”`;
-    label = `went back${where}`;
+    if (turns.has(node.rewound_to)) label = `went back to before “${turns.get(node.rewound_to)}”`;
+    else if (turns.has(node.tree_parent)) label = `went back to after “${turns.get(node.tree_parent)}”`;
+    else label = "went back";
     target.title = "Go to just after this rewind";
+  } else {
+    target.title = `Go to just after this (${node.label})`;
   }
   target.append(el("span", "label", label));
   target.addEventListener("click", () => act(() => rewindTo(node.checkpoint_id)));
@@ -231,7 +225,7 @@ function pointRow(node, isCurrent, turns) {
   if (node.undo) {
     const undo = el("button", "small", "undo");
     undo.type = "button";
-    undo.title = node.kind === "forget" ? "Bring back what this forget set aside" : "Bring this detail back";
+    undo.title = "Take this change back: go to just before it";
     undo.addEventListener("click", () => act(() => rewindTo(node.undo)));
     row.append(undo);
   }

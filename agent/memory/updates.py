@@ -1,26 +1,23 @@
-"""The memory operations themselves, shared by the model's tools and ``tools.admin``.
+"""The state updates that change memory, shared by the model's tools and ``tools.admin``.
 
-A forget or a rewind is a state update (``forget_update`` / ``rewind_update``) applied
-as the ``apply_memory`` node: inside a run by the graph after the tool step, outside
-one by ``tools.admin`` through langgraph's ``aupdate_state``. Both routes write the
-same checkpoint, because both go through the same node of the same graph shape
-(``chat_graph_builder``).
+A forget, a rewind or a detail forget is a state update (``forget_update``,
+``rewind_update``, ``forget_details_update``) applied as the ``apply_memory`` node
+(``agent.memory.node``): inside a run by the graph after the tool step, outside one by
+``tools.admin`` through langgraph's ``aupdate_state``. Both routes write the same
+checkpoint, because both go through the same node of the same graph shape
+(``agent.graph.chat_graph_builder``).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from typing import Any
 
 from langchain_core.messages import AIMessage, AnyMessage, RemoveMessage, ToolMessage
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.constants import CONFIG_KEY_CHECKPOINTER
-from langgraph.graph import END, START, StateGraph
 from langgraph.graph.message import REMOVE_ALL_MESSAGES
-from langgraph.prebuilt import tools_condition
-from langgraph.types import interrupt
 
 from agent.errors import (
     CheckpointNotFoundError,
@@ -28,9 +25,9 @@ from agent.errors import (
     NotPersistentError,
     QuoteNotFoundError,
 )
+from agent.memory.events import FORGET, FORGOT_DETAIL, REWIND
+from agent.memory.timeline import UNDO_LOOKBACK, read_timeline
 from agent.prompts import (
-    ERASE_CONFIRMATION,
-    ERASE_DECLINED,
     ERASE_QUESTION,
     FORGET_CONFIRMATION,
     FORGET_DETAILS_CONFIRMATION,
@@ -38,8 +35,7 @@ from agent.prompts import (
     REWIND_CONFIRMATION,
 )
 from agent.redaction import quote_pattern, replaced_spans, scrub_message
-from agent.state import MemoryEvent, MemoryRequest, State
-from agent.timeline import UNDO_LOOKBACK, read_timeline
+from agent.state import MemoryEvent
 from agent.validation import parse_checkpoint_id
 
 
@@ -110,7 +106,7 @@ def provider_valid(messages: list[AnyMessage]) -> list[AnyMessage]:
 
 def forget_update(reason: str | None) -> dict[str, Any]:
     """The state update that forgets a thread."""
-    event: MemoryEvent = {"kind": "forget", "timestamp": int(time.time())}
+    event: MemoryEvent = {"kind": FORGET.name, "timestamp": int(time.time())}
     if reason:
         event["reason"] = reason
     return {
@@ -125,7 +121,7 @@ def forget_update(reason: str | None) -> dict[str, Any]:
 
 def rewind_update(target: str, messages: list[AnyMessage]) -> dict[str, Any]:
     """The state update that rewinds a thread to ``target``, whose messages are given."""
-    event: MemoryEvent = {"kind": "rewind", "timestamp": int(time.time()), "target": target}
+    event: MemoryEvent = {"kind": REWIND.name, "timestamp": int(time.time()), "target": target}
     return {
         "messages": [
             RemoveMessage(id=REMOVE_ALL_MESSAGES),
@@ -155,7 +151,7 @@ def forget_details_update(
     if not changed:
         raise QuoteNotFoundError()
     event: MemoryEvent = {
-        "kind": "forget_details",
+        "kind": FORGOT_DETAIL.name,
         "timestamp": int(time.time()),
         "count": len(changed),
     }
@@ -181,8 +177,8 @@ async def last_forgotten_details(saver: BaseCheckpointSaver[Any], thread_id: str
             already), so there is nothing to name.
     """
     entries = await read_timeline(saver, thread_id, UNDO_LOOKBACK)
-    forgot = next((e for e in entries if e.kind == "redacted"), None)
-    if forgot is None or forgot.erased or forgot.parent_id is None:
+    forgot = next((e for e in entries if e.kind == FORGOT_DETAIL.name), None)
+    if forgot is None or not forgot.undoable or forgot.parent_id is None:
         raise NothingToEraseError()
     after = await saver.aget_tuple(root_config(thread_id, forgot.checkpoint_id))
     before = await saver.aget_tuple(root_config(thread_id, forgot.parent_id))
@@ -215,110 +211,3 @@ def confirmed(answer: Any) -> bool:
     if isinstance(answer, bool):
         return answer
     return isinstance(answer, str) and answer.strip().lower() in {"yes", "y"}
-
-
-async def _forget_details(
-    state: State, config: RunnableConfig, request: MemoryRequest
-) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The update and audit detail of a ``forget_details`` request, soft or for good.
-
-    For good, the run pauses (``interrupt``) showing what would be erased; only an
-    explicit yes erases every stored copy (``aredact``). The head is then updated
-    too, because the running graph still holds the conversation as it was and would
-    store it again.
-    """
-    quotes = request.get("quotes") or []
-    messages = list(state.get("messages") or [])
-    reason = request.get("reason")
-    if not request.get("for_good"):
-        try:
-            update = forget_details_update(messages, quotes, reason)
-        except QuoteNotFoundError as error:
-            return {"messages": [AIMessage(content=error.for_model())], "memory_requests": None}, {}
-        return update, {"count": update["memory_event"]["count"]}
-    saver = run_saver(config)
-    thread_id = run_thread_id(config)
-    if not confirmed(interrupt(erase_request(thread_id, quotes))):
-        return {"messages": [AIMessage(content=ERASE_DECLINED)], "memory_requests": None}, {
-            "confirmed": False
-        }
-    redact = getattr(saver, "aredact", None)
-    if redact is None:
-        raise NotPersistentError()
-    rows: dict[str, int] = await redact(thread_id, quotes)
-    try:
-        update = forget_details_update(messages, quotes, reason)
-    except QuoteNotFoundError as error:
-        if not any(rows.values()):
-            reply = AIMessage(content=error.for_model())
-            return {"messages": [reply], "memory_requests": None}, {"confirmed": True, **rows}
-        event: MemoryEvent = {"kind": "forget_details", "timestamp": int(time.time()), "count": 0}
-        update = {"messages": [AIMessage(content="")], "memory_event": event}
-    update["memory_event"]["erased"] = True
-    update["messages"][-1] = AIMessage(content=ERASE_CONFIRMATION)
-    update["memory_requests"] = None
-    return update, {"confirmed": True, "count": update["memory_event"]["count"], **rows}
-
-
-def route_after_tools(state: State) -> str:
-    """After the tool step: apply a requested memory change, else back to the model."""
-    return "apply_memory" if state.get("memory_requests") else "agent"
-
-
-async def apply_memory(state: State, config: RunnableConfig) -> dict[str, Any]:
-    """Carries out the memory change a tool requested, as the step's only write.
-
-    Runs after every tool call of the step has answered, so removing messages cannot
-    leave a tool result behind without its call. Its checkpoint carries the
-    ``memory_event`` that the saver turns into metadata.
-    """
-    request = (state.get("memory_requests") or [])[0]
-    saver = run_saver(config)
-    thread_id = run_thread_id(config)
-    detail: dict[str, Any] = {}
-    if request["kind"] == "forget":
-        update = forget_update(request.get("reason"))
-    elif request["kind"] == "forget_details":
-        update, detail = await _forget_details(state, config, request)
-    else:
-        target, messages = await load_rewind_target(saver, thread_id, request.get("target", ""))
-        update = rewind_update(target, messages)
-        detail = {"target": target}
-    await _audit(saver, config, request["kind"], thread_id, detail)
-    return update
-
-
-async def _audit(
-    saver: BaseCheckpointSaver[Any],
-    config: RunnableConfig,
-    operation: str,
-    thread_id: str,
-    detail: dict[str, Any],
-) -> None:
-    """Records a tool-made change in the audit log, when the saver keeps one."""
-    record = getattr(saver, "arecord_audit", None)
-    if record is None:
-        return
-    configurable = config.get("configurable", {})
-    # langgraph's server puts the assistant (and, with auth, the user) into every run.
-    surface = "server" if "assistant_id" in configurable else "tool"
-    actor = configurable.get("langgraph_auth_user_id")
-    await record(operation, thread_id, surface=surface, actor=actor, detail=detail)
-
-
-def chat_graph_builder(agent: Callable[..., Any], tools: Any) -> StateGraph[Any]:
-    """The chat graph's nodes and edges, with the model step and tool step supplied.
-
-    ``agent.graph`` fills in the model and the tools; ``tools.admin`` compiles the same
-    shape with stand-ins to apply memory changes through ``aupdate_state``, which
-    needs the graph's channels and edges but never runs its model or tools.
-    """
-    builder = StateGraph(State)
-    builder.add_node("agent", agent)
-    builder.add_node("tools", tools)
-    builder.add_node("apply_memory", apply_memory)
-    builder.add_edge(START, "agent")
-    builder.add_conditional_edges("agent", tools_condition, ["tools", END])
-    builder.add_conditional_edges("tools", route_after_tools, ["apply_memory", "agent"])
-    builder.add_edge("apply_memory", END)
-    return builder

@@ -1,0 +1,155 @@
+"""The ``apply_memory`` node: carries out the memory change a tool requested.
+
+The tools only *request* a change (``tools.memory``); this node applies it once every
+tool call of the step has answered, so removing messages cannot leave a tool result
+behind without its call. Each request kind has one applier in ``APPLIERS``, which
+returns the state update (built by ``agent.memory.updates``) and what the audit log
+records of it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from langchain_core.messages import AIMessage
+from langchain_core.runnables import RunnableConfig
+from langgraph.checkpoint.base import BaseCheckpointSaver
+from langgraph.types import interrupt
+
+from agent.errors import NotPersistentError, QuoteNotFoundError
+from agent.memory.events import FORGET, FORGOT_DETAIL, REWIND
+from agent.memory.store import ThreadStore
+from agent.memory.updates import (
+    confirmed,
+    erase_request,
+    forget_details_update,
+    forget_update,
+    load_rewind_target,
+    rewind_update,
+    run_saver,
+    run_thread_id,
+)
+from agent.prompts import ERASE_CONFIRMATION, ERASE_DECLINED
+from agent.state import MemoryEvent, MemoryRequest, State
+
+ERASE_OPERATION = "redact"
+"""The audit operation of an erase for good, whichever surface asked for it."""
+
+
+@dataclass(frozen=True, slots=True)
+class Applied:
+    """What an applier did: the node's state update and the audit line's content.
+
+    Attributes:
+        update: The state update the node returns.
+        operation: The audit operation (the kind's name; an erase is ``redact``).
+        detail: Counts and ids for the audit line, never conversation content.
+    """
+
+    update: dict[str, Any]
+    operation: str
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+Applier = Callable[[State, RunnableConfig, MemoryRequest], Awaitable[Applied]]
+
+
+def _reply(text: str) -> dict[str, Any]:
+    """An update that only answers (nothing in memory changes)."""
+    return {"messages": [AIMessage(content=text)], "memory_requests": None}
+
+
+async def _apply_forget(state: State, config: RunnableConfig, request: MemoryRequest) -> Applied:
+    return Applied(forget_update(request.get("reason")), FORGET.name)
+
+
+async def _apply_rewind(state: State, config: RunnableConfig, request: MemoryRequest) -> Applied:
+    saver = run_saver(config)
+    target, messages = await load_rewind_target(
+        saver, run_thread_id(config), request.get("target", "")
+    )
+    return Applied(rewind_update(target, messages), REWIND.name, {"target": target})
+
+
+async def _apply_forget_details(
+    state: State, config: RunnableConfig, request: MemoryRequest
+) -> Applied:
+    """A ``forget_details`` request, soft or for good.
+
+    For good, the run pauses (``interrupt``) showing what would be erased; only an
+    explicit yes erases every stored copy (``aredact``). The head is then updated
+    too, because the running graph still holds the conversation as it was and would
+    store it again.
+    """
+    quotes = request.get("quotes") or []
+    messages = list(state.get("messages") or [])
+    reason = request.get("reason")
+    if not request.get("for_good"):
+        try:
+            update = forget_details_update(messages, quotes, reason)
+        except QuoteNotFoundError as error:
+            return Applied(_reply(error.for_model()), FORGOT_DETAIL.name)
+        return Applied(update, FORGOT_DETAIL.name, {"count": update["memory_event"]["count"]})
+    saver = run_saver(config)
+    thread_id = run_thread_id(config)
+    if not confirmed(interrupt(erase_request(thread_id, quotes))):
+        return Applied(_reply(ERASE_DECLINED), ERASE_OPERATION, {"confirmed": False})
+    if not isinstance(saver, ThreadStore):
+        raise NotPersistentError()
+    rows = await saver.aredact(thread_id, quotes)
+    try:
+        update = forget_details_update(messages, quotes, reason)
+    except QuoteNotFoundError as error:
+        if not any(rows.values()):
+            return Applied(_reply(error.for_model()), ERASE_OPERATION, {"confirmed": True, **rows})
+        event: MemoryEvent = {"kind": FORGOT_DETAIL.name, "timestamp": int(time.time()), "count": 0}
+        update = {"messages": [AIMessage(content="")], "memory_event": event}
+    update["memory_event"]["erased"] = True
+    update["messages"][-1] = AIMessage(content=ERASE_CONFIRMATION)
+    update["memory_requests"] = None
+    detail = {"confirmed": True, "count": update["memory_event"]["count"], **rows}
+    return Applied(update, ERASE_OPERATION, detail)
+
+
+APPLIERS: dict[str, Applier] = {
+    FORGET.name: _apply_forget,
+    REWIND.name: _apply_rewind,
+    FORGOT_DETAIL.name: _apply_forget_details,
+}
+"""The applier of each request kind (a memory event kind's name)."""
+
+
+def route_after_tools(state: State) -> str:
+    """After the tool step: apply a requested memory change, else back to the model."""
+    return "apply_memory" if state.get("memory_requests") else "agent"
+
+
+async def apply_memory(state: State, config: RunnableConfig) -> dict[str, Any]:
+    """Carries out the memory change a tool requested, as the step's only write.
+
+    Its checkpoint carries the ``memory_event`` that the saver turns into metadata.
+    """
+    request = (state.get("memory_requests") or [])[0]
+    applied = await APPLIERS[request["kind"]](state, config, request)
+    await _audit(run_saver(config), config, applied)
+    return applied.update
+
+
+async def _audit(saver: BaseCheckpointSaver[Any], config: RunnableConfig, applied: Applied) -> None:
+    """Records a tool-made change in the audit log, when the saver keeps one."""
+    if not isinstance(saver, ThreadStore):
+        return
+    configurable = config.get("configurable", {})
+    # langgraph's server puts the assistant (and, with auth, the user) into every run.
+    surface = "server" if "assistant_id" in configurable else "tool"
+    actor = configurable.get("langgraph_auth_user_id")
+    await saver.arecord_audit(
+        applied.operation,
+        run_thread_id(config),
+        surface=surface,
+        actor=actor,
+        detail=applied.detail,
+    )

@@ -1,0 +1,213 @@
+"""Erasing what a thread stored: delete, purge, redact and run rollback, each one transaction.
+
+langgraph's own deletes (``adelete_thread``, ``aprune``) know only its three tables
+and run outside a transaction; these cover memagent's message rows too, count what
+they remove, and either finish whole or change nothing. Each takes a connection from
+the saver and runs its statements (``agent.store.sql``) in one transaction on it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from psycopg import AsyncConnection
+from psycopg.rows import DictRow
+from psycopg.types.json import Jsonb
+
+from agent.errors import PurgeRefusedError
+from agent.redaction import candidate_patterns, quote_pattern, scrub, scrub_typed
+from agent.store import sql
+from agent.store.messages import RANGES_TYPE, decode_ranges, encode_ranges
+
+Connection = AsyncConnection[DictRow]
+
+
+async def delete_thread(conn: Connection, thread_id: str) -> dict[str, int]:
+    """Deletes every row of a thread in one transaction; rows removed per table."""
+    counts: dict[str, int] = {}
+    async with conn.transaction():
+        for table, statement in sql.DELETE_THREAD:
+            cur = await conn.execute(statement, (thread_id,))
+            counts[table] = cur.rowcount
+    return counts
+
+
+async def delete_unreferenced_messages(conn: Connection, thread_id: str) -> int:
+    """Removes the thread's message rows no range list refers to; how many went."""
+    cur = await conn.execute(
+        sql.DELETE_UNREFERENCED_MESSAGES, {"thread_id": thread_id, "ranges_type": RANGES_TYPE}
+    )
+    return cur.rowcount
+
+
+async def delete_for_runs(conn: Connection, run_ids: list[str]) -> None:
+    """Removes what the given runs wrote, and the blobs and message rows left unreferenced."""
+    async with conn.transaction():
+        cur = await conn.execute(sql.DELETE_FOR_RUNS, (run_ids,))
+        for row in await cur.fetchall():
+            await conn.execute(sql.PURGE_UNREFERENCED_BLOBS, (row["thread_id"],))
+            await delete_unreferenced_messages(conn, row["thread_id"])
+
+
+async def purge(conn: Connection, thread_id: str) -> tuple[str | None, dict[str, int]]:
+    """Erases everything older than the thread's newest forget.
+
+    Also erased: root checkpoints that do not descend from that forget (a branch
+    made by rewinding to before it, which holds the forgotten messages again), so
+    the history that is left starts at the forget.
+
+    Returns:
+        The forget checkpoint the thread now starts at (``None`` if the thread
+        has never been forgotten, in which case nothing is erased) and the rows
+        removed per table.
+
+    Raises:
+        PurgeRefusedError: The head does not descend from the newest forget (it
+            was undone by a rewind), so the current conversation holds what the
+            purge would erase; nothing is changed.
+    """
+    counts = dict.fromkeys(
+        ("checkpoint_writes", "checkpoints", "checkpoint_blobs", "memagent_messages"), 0
+    )
+    async with conn.transaction():
+        row = await (await conn.execute(sql.SELECT_NEWEST_FORGET, (thread_id,))).fetchone()
+        if row is None:
+            return None, counts
+        cut = row["checkpoint_id"]
+        links = await (await conn.execute(sql.SELECT_ROOT_LINKS_FROM, (thread_id, cut))).fetchall()
+        kept = {cut}
+        for link in links:  # oldest first, and a parent is always older than its child
+            if link["parent_checkpoint_id"] in kept:
+                kept.add(link["checkpoint_id"])
+        if links[-1]["checkpoint_id"] not in kept:
+            raise PurgeRefusedError(
+                f"Thread {thread_id!r} was rewound to before its newest forget, so its "
+                "conversation holds the forgotten part again; forget it again, then purge."
+            )
+        params = {
+            "thread_id": thread_id,
+            "cut": cut,
+            "dropped": [
+                link["checkpoint_id"] for link in links if link["checkpoint_id"] not in kept
+            ],
+        }
+        cur = await conn.execute(sql.PURGE_WRITES_BEFORE, params)
+        counts["checkpoint_writes"] = cur.rowcount
+        cur = await conn.execute(sql.PURGE_CHECKPOINTS_BEFORE, params)
+        counts["checkpoints"] = cur.rowcount
+        await conn.execute(sql.PURGE_DETACH_PARENTS, (thread_id, cut))
+        cur = await conn.execute(sql.PURGE_UNREFERENCED_BLOBS, (thread_id,))
+        counts["checkpoint_blobs"] = cur.rowcount
+        counts["memagent_messages"] = await delete_unreferenced_messages(conn, thread_id)
+    return cut, counts
+
+
+@dataclass
+class Redaction:
+    """What a redact changed.
+
+    Attributes:
+        counts: Rows changed per table (``memagent_messages``: rows replaced).
+        replaced: Old message-row number -> the number of the row that replaced it.
+    """
+
+    counts: dict[str, int]
+    replaced: dict[int, int] = field(default_factory=dict)
+
+
+async def redact(conn: Connection, thread_id: str, quotes: Sequence[str]) -> Redaction:
+    """Replaces the quotes by the marker in every stored copy of a thread, at once.
+
+    One transaction covers every checkpoint of every branch and namespace: the
+    ``checkpoints`` rows (inline values and metadata), ``checkpoint_blobs``,
+    ``checkpoint_writes`` and the message rows. A changed message gets a new row
+    under a new number (see ``agent.store.messages``) and every range list that
+    named the old row is rewritten to name the new one, so checkpoint and message
+    ids stay as they were and every checkpoint still loads.
+
+    Args:
+        conn: A connection of the saver's pool.
+        thread_id: The thread.
+        quotes: Checked quotes (``agent.validation.check_quotes``), matched
+            case-insensitively.
+    """
+    pattern = quote_pattern(quotes)
+    binary, text = candidate_patterns(quotes)
+    params: dict[str, Any] = {
+        "thread_id": thread_id,
+        "binary": binary,
+        "text": text,
+        "ranges_type": RANGES_TYPE,
+    }
+    result = Redaction(
+        dict.fromkeys(
+            ("checkpoints", "checkpoint_blobs", "checkpoint_writes", "memagent_messages"), 0
+        )
+    )
+    replaced = result.replaced
+    async with conn.transaction():
+        rows = await (await conn.execute(sql.REDACT_SELECT_MESSAGES, params)).fetchall()
+        changed = [
+            (row, blob)
+            for row in rows
+            if (blob := scrub_typed(row["type"], row["blob"], pattern)) is not None
+        ]
+        if changed:
+            cur = await conn.execute(sql.RESERVE_MESSAGE_SEQS, (thread_id, len(changed)))
+            last = (await cur.fetchone() or {"last_seq": 0})["last_seq"]
+            new_rows = []
+            for offset, (row, blob) in enumerate(changed):
+                seq = last - len(changed) + 1 + offset
+                replaced[row["seq"]] = seq
+                new_rows.append((thread_id, seq, row["message_id"], row["type"], blob))
+            async with conn.cursor() as cur:
+                await cur.executemany(sql.INSERT_MESSAGE, new_rows)
+            await conn.execute(sql.REDACT_DELETE_MESSAGES, (thread_id, list(replaced)))
+            result.counts["memagent_messages"] = len(changed)
+        blob_updates = []
+        ranges = (
+            await (
+                await conn.execute(sql.REDACT_SELECT_RANGES, {**params, "seqs": list(replaced)})
+            ).fetchall()
+            if replaced
+            else []
+        )
+        for row in ranges:
+            seqs = [replaced.get(seq, seq) for seq in decode_ranges(row["blob"])]
+            key = (thread_id, row["checkpoint_ns"], row["channel"], row["version"])
+            blob_updates.append((encode_ranges(seqs), *key))
+        for row in await (await conn.execute(sql.REDACT_SELECT_BLOBS, params)).fetchall():
+            if (blob := scrub_typed(row["type"], row["blob"], pattern)) is not None:
+                key = (thread_id, row["checkpoint_ns"], row["channel"], row["version"])
+                blob_updates.append((blob, *key))
+        write_updates = []
+        for row in await (await conn.execute(sql.REDACT_SELECT_WRITES, params)).fetchall():
+            if (blob := scrub_typed(row["type"], row["blob"], pattern)) is not None:
+                key = (row["checkpoint_ns"], row["checkpoint_id"], row["task_id"], row["idx"])
+                write_updates.append((blob, thread_id, *key))
+        checkpoint_updates = []
+        for row in await (await conn.execute(sql.REDACT_SELECT_CHECKPOINTS, params)).fetchall():
+            checkpoint = scrub(row["checkpoint"], pattern)
+            metadata = scrub(row["metadata"], pattern)
+            if checkpoint is not row["checkpoint"] or metadata is not row["metadata"]:
+                checkpoint_updates.append(
+                    (
+                        Jsonb(checkpoint),
+                        Jsonb(metadata),
+                        thread_id,
+                        row["checkpoint_ns"],
+                        row["checkpoint_id"],
+                    )
+                )
+        async with conn.cursor() as cur:
+            for table, statement, updates in (
+                ("checkpoint_blobs", sql.REDACT_UPDATE_BLOB, blob_updates),
+                ("checkpoint_writes", sql.REDACT_UPDATE_WRITE, write_updates),
+                ("checkpoints", sql.REDACT_UPDATE_CHECKPOINT, checkpoint_updates),
+            ):
+                if updates:
+                    await cur.executemany(statement, updates)
+                result.counts[table] = len(updates)
+    return result
