@@ -1,0 +1,1 @@
+"""What the model sees of the conversation: the context budget and compaction."""
