@@ -25,10 +25,16 @@ CHECKOUT_ONLY = ("tests", "bench")
 """Top-level folders a checkout runs and installed code must never import."""
 
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("agent", "agent.errors", "agent.settings", "agent.prompts", "agent.startup"),
-    ("agent.validation", "agent.state", "agent.timeline", "agent.redaction"),
+    ("agent", "agent.errors", "agent.settings", "agent.prompts", "agent.startup", "agent.memory"),
+    (
+        "agent.validation",
+        "agent.state",
+        "agent.timeline",
+        "agent.redaction",
+        "agent.memory.summary",
+    ),
     ("agent.store", "agent.store.*", "agent.checkpointer"),
-    ("agent.operations", "agent.model"),
+    ("agent.operations", "agent.model", "agent.memory.budget", "agent.memory.compaction"),
     ("tools", "tools.memory", "tools.admin"),
     ("agent.graph",),
     ("agent.session", "agent.sync"),
