@@ -185,3 +185,24 @@ def one_line(error: BaseException) -> str:
     The CLI and the web page both show failures this way, never a traceback.
     """
     return " ".join(str(error).split()) or type(error).__name__
+
+
+class SummaryFailedError(MemagentError, RuntimeError):
+    """The summariser failed or answered nothing, so no summary exists and nothing changed.
+
+    A failed summary is never stored as if it were one (langchain #38867): the caller
+    leaves the oldest turns out of that one call instead, and says so.
+    """
+
+    def __init__(self, problem: str) -> None:
+        self.problem = problem
+        super().__init__(
+            f"The earlier conversation could not be summarised: {problem}. Nothing was "
+            "changed; the older turns are still saved."
+        )
+
+    def for_model(self) -> str:
+        return (
+            f"Nothing was compacted: the summary could not be made ({self.problem}). The "
+            "conversation is unchanged. Tell the user, and that they can try again later."
+        )

@@ -23,3 +23,24 @@ UNDO_HINT = "To undo the last change before this message: rewind_to "
 REMOVED_MARKER = "[removed at the user's request]"
 """What a forgotten or erased detail is replaced by, visibly, so no reader (the model
 included) mistakes the gap for something the user said."""
+
+SUMMARY_LABEL = "[Summary of our earlier conversation, made by memagent to save room]"
+"""Heads every summary message, so no reader takes it for something the user typed."""
+
+SUMMARY_PROMPT = """You condense the earlier part of a conversation between a user and \
+an assistant, so the assistant can carry on without the original messages. Keep every \
+fact the user stated about themselves or their task (names, numbers, dates, addresses, \
+preferences, decisions), what was agreed, and questions still open. Keep what the summary \
+so far says unless the new part of the conversation changes it. Write in the language of \
+the conversation, in plain sentences, at most {words} words. Answer with the summary only."""
+"""The summariser's system prompt; ``{words}`` is the summary's length limit."""
+
+SUMMARY_REQUEST = """Summary so far:
+{previous}
+
+Conversation to add to it:
+{transcript}"""
+"""The summariser's request: the running summary and the turns it now takes in."""
+
+OFFLINE_SUMMARY_LABEL = "[offline demo summary: what you told me, quoted]"
+"""Heads the offline demo model's extractive summary: quotes, not an LLM's paraphrase."""

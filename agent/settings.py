@@ -34,6 +34,11 @@ def _int(env: Mapping[str, str], name: str, default: int, *, minimum: int = 1) -
     return value
 
 
+def _optional_int(env: Mapping[str, str], name: str) -> int | None:
+    """``_int`` for a setting whose absence means "work it out elsewhere": ``None``."""
+    return _int(env, name, 0) or None
+
+
 def _float(env: Mapping[str, str], name: str, default: float) -> float:
     raw = env.get(name, "").strip()
     if not raw:
@@ -107,6 +112,9 @@ class Settings:
             that state values may hold (``MEMAGENT_SERDE_ALLOW=module.Class,...``).
         prepared_statements: Whether connections prepare statements; off
             (``MEMAGENT_PREPARED_STATEMENTS=false``) behind a pooler in transaction mode.
+        context_tokens: The most tokens one model call may receive
+            (``MEMAGENT_CONTEXT_TOKENS``); ``None`` derives it from the model
+            (``agent.memory.budget.resolve_context_tokens``).
     """
 
     database_url: str | None
@@ -125,6 +133,7 @@ class Settings:
     auth_algorithms: tuple[str, ...] = ("RS256",)
     serde_allow: tuple[tuple[str, str], ...] = ()
     prepared_statements: bool = True
+    context_tokens: int | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -152,6 +161,7 @@ class Settings:
             auth_algorithms=_names(env, "MEMAGENT_AUTH_ALGORITHMS", ("RS256",)),
             serde_allow=_type_names(env, "MEMAGENT_SERDE_ALLOW"),
             prepared_statements=_bool(env, "MEMAGENT_PREPARED_STATEMENTS", True),
+            context_tokens=_optional_int(env, "MEMAGENT_CONTEXT_TOKENS"),
         )
 
     @property
