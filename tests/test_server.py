@@ -925,7 +925,7 @@ def test_erase_for_good_is_an_sdk_interrupt_and_a_yes_erases_every_copy(server: 
         "SELECT operation, surface, actor, detail FROM memagent_audit WHERE thread_id = %s",
         thread_id,
     )
-    assert [(a["operation"], a["surface"]) for a in audit] == [("forget_details", "server")]
+    assert [(a["operation"], a["surface"]) for a in audit] == [("redact", "server")]
     detail = audit[0]["detail"]
     assert detail["confirmed"] is True and detail["memagent_messages"] >= 1
     assert all(isinstance(value, int) for value in detail.values()), detail  # counts only
