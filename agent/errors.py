@@ -206,3 +206,11 @@ class SummaryFailedError(MemagentError, RuntimeError):
             f"Nothing was compacted: the summary could not be made ({self.problem}). The "
             "conversation is unchanged. Tell the user, and that they can try again later."
         )
+
+
+class NothingToCompactError(RequestError):
+    """A compaction asked for on a thread with no earlier turn to summarise."""
+
+    def __init__(self, thread_id: str) -> None:
+        self.thread_id = thread_id
+        super().__init__(f"Thread {thread_id!r} has no earlier turns to summarise yet.")

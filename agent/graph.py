@@ -13,7 +13,7 @@ from contextlib import AbstractAsyncContextManager, nullcontext
 from typing import Any
 
 from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import SystemMessage
+from langchain_core.messages import AnyMessage, SystemMessage
 from langchain_core.runnables import RunnableConfig
 from langchain_core.runnables.config import ensure_config, merge_configs
 from langchain_core.tools import BaseTool
@@ -24,28 +24,48 @@ from langgraph.graph.state import CompiledStateGraph
 from langgraph.prebuilt import ToolNode, tools_condition
 from langgraph.types import StateUpdate
 
-from agent.memory.node import apply_memory, route_after_tools
+from agent.memory.budget import resolve_context_tokens
+from agent.memory.compactor import Compactor
+from agent.memory.node import apply_memory, compact_node, route_after_compact, route_after_tools
 from agent.model import load_model
 from agent.prompts import SYSTEM_PROMPT
+from agent.settings import Settings
 from agent.state import State
 from agent.store.saver import MemagentSaver
 from tools.memory import memory_tools
 
 
-def chat_graph_builder(agent: Callable[..., Any], tools: Any) -> StateGraph[Any]:
-    """The chat graph's nodes and edges, with the model step and tool step supplied.
+def chat_graph_builder(
+    agent: Callable[..., Any],
+    tools: Any,
+    compact: Callable[..., Any],
+    needs_compaction: Callable[[list[AnyMessage]], bool],
+) -> StateGraph[Any]:
+    """The chat graph's nodes and edges, with the model, tool and compaction steps supplied.
 
-    ``make_graph`` fills in the model and the tools; ``tools.admin`` compiles the same
-    shape with stand-ins to apply memory changes through ``aupdate_state``, which
-    needs the graph's channels and edges but never runs its model or tools.
+    Before each model call, ``needs_compaction`` decides whether the ``compact`` node
+    first puts a summary in place of the oldest turns. ``make_graph`` fills in the
+    steps; ``tools.admin`` compiles the same shape with stand-ins to apply memory
+    changes through ``aupdate_state``, which needs the graph's channels and edges but
+    never runs its model, tools or summariser.
     """
+
+    def route_to_model(state: State) -> str:
+        return "compact" if needs_compaction(list(state.get("messages") or [])) else "agent"
+
+    def after_tools(state: State) -> str:
+        step = route_after_tools(state)
+        return route_to_model(state) if step == "model" else step
+
     builder = StateGraph(State)
     builder.add_node("agent", agent)
     builder.add_node("tools", tools)
     builder.add_node("apply_memory", apply_memory)
-    builder.add_edge(START, "agent")
+    builder.add_node("compact", compact)
+    builder.add_conditional_edges(START, route_to_model, ["compact", "agent"])
     builder.add_conditional_edges("agent", tools_condition, ["tools", END])
-    builder.add_conditional_edges("tools", route_after_tools, ["apply_memory", "agent"])
+    builder.add_conditional_edges("tools", after_tools, ["apply_memory", "compact", "agent"])
+    builder.add_conditional_edges("compact", route_after_compact, {"agent": "agent", "end": END})
     builder.add_edge("apply_memory", END)
     return builder
 
@@ -62,11 +82,17 @@ class ChatGraph(CompiledStateGraph[Any, Any, Any, Any]):
     (the lease is a database row). An explicit ``checkpoint_id`` (a Studio fork, time
     travel) waits the same way and then forks as upstream does.
 
+    ``context_tokens`` is the graph's context budget (``make_graph``).
+
     Only memagent's saver has leases; on any other checkpointer, or as a subgraph
     (the parent's run holds the thread), runs are exactly langgraph's. The lease is
     re-entrant, so ``ChatSession`` (which takes it for its whole turn) and
     ``tools.admin`` called from inside a run do not wait for themselves.
     """
+
+    def __init__(self, *, context_tokens: int | None = None, **attributes: Any) -> None:
+        super().__init__(**attributes)
+        self.context_tokens = context_tokens
 
     def _lease_saver(self, config: RunnableConfig) -> tuple[MemagentSaver, str] | None:
         """The saver and thread whose lease a root run with ``config`` must hold."""
@@ -146,6 +172,8 @@ def make_graph(
     model: BaseChatModel,
     *,
     checkpointer: BaseCheckpointSaver[Any] | None = None,
+    context_tokens: int | None = None,
+    summary_model: BaseChatModel | None = None,
     system_prompt: str = SYSTEM_PROMPT,
     extra_tools: Sequence[BaseTool] = (),
     **compile_options: Any,
@@ -155,23 +183,45 @@ def make_graph(
     Args:
         model: Any chat model with ``bind_tools``.
         checkpointer: Where turns persist; ``None`` for a server that brings its own.
+        context_tokens: The most tokens one model call may receive, system prompt and
+            tool schemas included (docs/SPEC.md, "Context budget and compaction");
+            ``None``: ``MEMAGENT_CONTEXT_TOKENS``, else the model's profile
+            (``agent.memory.budget.resolve_context_tokens``).
+        summary_model: Writes the summaries that keep calls within the budget;
+            ``None``: the chat model itself.
         system_prompt: Put before the conversation on every model call.
         extra_tools: Tools to offer beside the memory tools.
         **compile_options: Passed to ``StateGraph.compile`` (``store``,
             ``interrupt_before``, ``name``, ...).
+
+    Raises:
+        ValueError: ``context_tokens`` is not a positive whole number.
     """
     tools = [*memory_tools(), *extra_tools]
     bound = model.bind_tools(tools)
+    budget = resolve_context_tokens(model, context_tokens, Settings.from_env().context_tokens)
+    compactor = Compactor.for_graph(
+        budget=budget,
+        system_prompt=system_prompt,
+        tools=tools,
+        summary_model=summary_model or model,
+    )
 
     async def agent(state: State, config: RunnableConfig) -> dict[str, Any]:
-        response = await bound.ainvoke([SystemMessage(system_prompt), *state["messages"]], config)
-        return {"messages": [response]}
+        sent, note = compactor.prepare(state["messages"])
+        if note is not None and not sent:  # the current turn alone is over the budget
+            return {"messages": [note]}
+        response = await bound.ainvoke([SystemMessage(system_prompt), *sent], config)
+        return {"messages": [response] if note is None else [note, response]}
 
     compile_options.setdefault("name", "memagent")
-    builder = chat_graph_builder(agent, ToolNode(tools))
+    builder = chat_graph_builder(
+        agent, ToolNode(tools), compact_node(compactor), compactor.needs_compaction
+    )
     compiled = builder.compile(checkpointer=checkpointer, **compile_options)
     # As Pregel.copy() rebuilds a graph; the server's copies then stay ChatGraphs too.
-    return ChatGraph(**{k: v for k, v in vars(compiled).items() if k != "__orig_class__"})
+    attributes = {k: v for k, v in vars(compiled).items() if k != "__orig_class__"}
+    return ChatGraph(context_tokens=budget, **attributes)
 
 
 graph = make_graph(load_model()[0])

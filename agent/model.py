@@ -29,6 +29,7 @@ from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResu
 from langchain_core.runnables import Runnable
 from langchain_core.tools import BaseTool
 
+from agent.memory.summary import is_summary
 from agent.prompts import UNDO_HINT
 from agent.settings import OFFLINE_LABEL, Settings, model_label
 
@@ -42,6 +43,7 @@ _ERASE_IT = re.compile(
 )
 _REWIND = re.compile(r"\b(go back|rewind|undo)\b", re.I)
 _TIMELINE = re.compile(r"\b(timeline|history)\b", re.I)
+_COMPACT = re.compile(r"\b(compact|summari[sz]e)\b", re.I)
 _RECALL = re.compile(r"\b(remember|recall|what did i|what have i|what do you know)\b", re.I)
 _MY_QUESTION = re.compile(r"\bwhat(?:'s| is| are)\s+my\s+([\w ]+?)\s*\??$", re.I)
 
@@ -60,6 +62,7 @@ class OfflineChatModel(BaseChatModel):
     * "go back", "rewind", "undo" call ``rewind_to`` with an id from the message, or
       first ``conversation_timeline`` and then ``rewind_to`` the previous turn;
     * "show the timeline/history" calls ``conversation_timeline``;
+    * "compact" / "summarise the conversation" calls ``compact_conversation``;
     * "what is my X?" and "what do you remember?" answer from earlier user messages;
     * anything else is acknowledged.
     """
@@ -129,6 +132,8 @@ class OfflineChatModel(BaseChatModel):
             if match := _UUID.search(text):
                 return _call("rewind_to", {"checkpoint_id": match.group(0).lower()}, n)
             return _call("conversation_timeline", {"limit": 3}, n, call_id="undo-lookup")
+        if _COMPACT.search(text) and "compact_conversation" in self.tool_names:
+            return _call("compact_conversation", {}, n)
         if _TIMELINE.search(text) and "conversation_timeline" in self.tool_names:
             return _call("conversation_timeline", {"limit": 20}, n)
         return AIMessage(content=_answer(text, _earlier_user_texts(messages)))
@@ -171,7 +176,14 @@ def _json(args: dict[str, Any]) -> str:
 
 
 def _earlier_user_texts(messages: list[BaseMessage]) -> list[str]:
-    return [m.text for m in messages[:-1] if isinstance(m, HumanMessage)]
+    """What the user said before the last message, a summary's quoted statements included."""
+    said: list[str] = []
+    for message in messages[:-1]:
+        if is_summary(message):  # the offline summary quotes each statement on a "- " line
+            said += [line[2:] for line in message.text.splitlines() if line.startswith("- ")]
+        elif isinstance(message, HumanMessage):
+            said.append(message.text)
+    return said
 
 
 def _statement(topic: str) -> re.Pattern[str]:

@@ -44,3 +44,17 @@ Conversation to add to it:
 
 OFFLINE_SUMMARY_LABEL = "[offline demo summary: what you told me, quoted]"
 """Heads the offline demo model's extractive summary: quotes, not an LLM's paraphrase."""
+
+COMPACT_CONFIRMATION = (
+    "Done: I've summarised our earlier conversation to free room; the summary stands in "
+    "for it. (Going back to before this brings every message back.)"
+)
+NOTHING_TO_COMPACT = "There is nothing earlier to summarise yet: our conversation is short."
+LEFT_OUT_NOTE = (
+    "(Note: our oldest turns could not be summarised just now, so they were left out of "
+    "this reply. They are still saved.)"
+)
+TOO_LARGE_REPLY = (
+    "Your message is too long for me to read: it needs about {tokens} tokens, and I can "
+    "take in at most {budget}. Please send it in shorter parts; our conversation goes on."
+)

@@ -47,6 +47,8 @@ class MemoryEvent(TypedDict):
     target: NotRequired[str]
     count: NotRequired[int]
     erased: NotRequired[bool]
+    tokens_before: NotRequired[int]
+    tokens_after: NotRequired[int]
 
 
 def collect_requests(

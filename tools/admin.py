@@ -22,12 +22,20 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, Concatenate, Literal, ParamSpec, TypeVar
 
+from langchain_core.language_models import BaseChatModel
 from langgraph.graph.state import CompiledStateGraph
 
 from agent.bridge import run_blocking
-from agent.errors import NothingToUndoError, PurgeRefusedError, ThreadNotFoundError
+from agent.errors import (
+    NothingToCompactError,
+    NothingToUndoError,
+    PurgeRefusedError,
+    ThreadNotFoundError,
+)
 from agent.graph import chat_graph_builder
-from agent.memory.events import FORGET, FORGOT_DETAIL, REWIND
+from agent.memory.budget import resolve_context_tokens
+from agent.memory.compactor import Compactor
+from agent.memory.events import COMPACT, FORGET, FORGOT_DETAIL, REWIND
 from agent.memory.node import ERASE_OPERATION
 from agent.memory.timeline import (
     DEFAULT_TIMELINE_LIMIT,
@@ -44,8 +52,12 @@ from agent.memory.updates import (
     rewind_update,
     root_config,
 )
+from agent.model import load_model
+from agent.prompts import SYSTEM_PROMPT
+from agent.settings import Settings
 from agent.store.saver import MemagentSaver
 from agent.validation import check_quotes, check_thread_id, clean_reason
+from tools.memory import memory_tools
 
 Surface = Literal["tool", "cli", "code", "server", "web"]
 
@@ -132,7 +144,7 @@ async def _state_graph(saver: MemagentSaver) -> CompiledStateGraph[Any, Any, Any
     it takes a while) and copied per saver, which keeps no saver alive.
     """
     if not _STATE_GRAPH:
-        builder = chat_graph_builder(_placeholder, _placeholder)
+        builder = chat_graph_builder(_placeholder, _placeholder, _placeholder, lambda _: False)
         _STATE_GRAPH.append(await asyncio.to_thread(builder.compile, name="memagent"))
     return _STATE_GRAPH[0].copy(update={"checkpointer": saver})
 
@@ -321,6 +333,94 @@ async def aundo(
         return await arewind(saver, thread_id, target, surface=surface, actor=actor)
 
 
+@dataclass(frozen=True, slots=True)
+class Compaction:
+    """What a compaction wrote.
+
+    Attributes:
+        thread_id: The thread compacted.
+        checkpoint_id: The new head, carrying the ``memory_compacted`` metadata.
+        replaced: How many messages the summary stands for in the head.
+        tokens_before: The next model call's size before, in tokens.
+        tokens_after: Its size with the summary in place.
+    """
+
+    thread_id: str
+    checkpoint_id: str
+    replaced: int
+    tokens_before: int
+    tokens_after: int
+
+    def to_json(self) -> dict[str, Any]:
+        """What the CLI's ``--json`` and the web API answer for the compaction."""
+        return {
+            "thread_id": self.thread_id,
+            "checkpoint_id": self.checkpoint_id,
+            "replaced": self.replaced,
+            "tokens_before": self.tokens_before,
+            "tokens_after": self.tokens_after,
+        }
+
+
+async def acompact(
+    saver: MemagentSaver,
+    thread_id: str,
+    *,
+    model: BaseChatModel | None = None,
+    context_tokens: int | None = None,
+    surface: Surface = "code",
+    actor: str | None = None,
+) -> Compaction:
+    """Summarises every turn of a thread but the newest, as ``compact_conversation`` does.
+
+    Soft: earlier checkpoints keep every message, so rewinding to before this undoes it.
+
+    Args:
+        saver: The saver.
+        thread_id: The thread.
+        model: Writes the summary; ``None``: the configured chat model.
+        context_tokens: The budget the summariser's calls keep to; ``None``: as
+            ``make_graph`` works it out.
+        surface: Where the request came from, for the audit log.
+        actor: Who asked, for the audit log.
+
+    Raises:
+        RequestError: Bad thread id, a thread with no saved conversation, or nothing
+            earlier to summarise (nothing is written).
+        SummaryFailedError: The summariser failed; nothing is written.
+        ThreadBusyError: A turn kept the thread busy longer than the busy timeout.
+    """
+    check_thread_id(thread_id)
+    settings = Settings.from_env()
+    summariser = model or load_model(settings)[0]
+    compactor = Compactor.for_graph(
+        budget=resolve_context_tokens(summariser, context_tokens, settings.context_tokens),
+        system_prompt=SYSTEM_PROMPT,
+        tools=memory_tools(),
+        summary_model=summariser,
+    )
+    async with saver.thread_lease(thread_id):
+        await _require_thread(saver, thread_id)
+        graph = await _state_graph(saver)
+        state = await graph.aget_state(root_config(thread_id))
+        update = await compactor.update(list(state.values.get("messages") or []), force=True)
+        if update is None:
+            raise NothingToCompactError(thread_id)
+        config = await graph.aupdate_state(root_config(thread_id), update, as_node="apply_memory")
+        event = update["memory_event"]
+        detail = {k: event[k] for k in ("count", "tokens_before", "tokens_after")}
+        await saver.arecord_audit(
+            COMPACT.name, thread_id, surface=surface, actor=actor, detail=detail
+        )
+    return Compaction(
+        thread_id,
+        str(config["configurable"]["checkpoint_id"]),
+        event["count"],
+        event["tokens_before"],
+        event["tokens_after"],
+    )
+
+
 async def adelete(
     saver: MemagentSaver,
     thread_id: str,
@@ -381,6 +481,7 @@ forget = sync_twin(aforget)
 forget_details = sync_twin(aforget_details)
 redact = sync_twin(aredact)
 rewind = sync_twin(arewind)
+compact = sync_twin(acompact)
 undo = sync_twin(aundo)
 delete = sync_twin(adelete)
 purge = sync_twin(apurge)

@@ -1,5 +1,5 @@
 """The model's memory tools: ``forget_conversation``, ``forget_details``, ``rewind_to``,
-``conversation_timeline``.
+``compact_conversation``, ``conversation_timeline``.
 
 The tools run inside a graph run, where writing to the saver directly would be undone
 by the run's next checkpoint. So ``forget_conversation`` and ``rewind_to`` validate
@@ -47,7 +47,8 @@ FORGET = "forget_conversation"
 REWIND = "rewind_to"
 TIMELINE = "conversation_timeline"
 FORGET_DETAILS = "forget_details"
-MEMORY_CHANGING_TOOLS = frozenset({FORGET, REWIND, FORGET_DETAILS})
+COMPACT = "compact_conversation"
+MEMORY_CHANGING_TOOLS = frozenset({FORGET, REWIND, FORGET_DETAILS, COMPACT})
 FORGET_DESCRIPTION = (
     "Forget the whole conversation so far. Use when the user asks you to forget "
     "something, 'this', 'that' or everything: you cannot forget only part, so everything "
@@ -76,6 +77,12 @@ FORGET_DETAILS_DESCRIPTION = (
     "(and so can no longer quote), pass `for_good` true with empty `quotes`. `reason`: "
     "optional, a few words, without the detail."
 )
+COMPACT_DESCRIPTION = (
+    "Summarise what was said so far to free room, keeping the current message. Use when "
+    "the user asks you to compact, condense or summarise the conversation to save space. "
+    "Older turns are replaced by one summary in your memory; nothing is lost for good: "
+    "rewinding to before this brings every message back. The user sees a confirmation."
+)
 TIMELINE_DESCRIPTION = (
     "List this conversation's earlier turns, newest first (the current one is not listed): "
     "for each, the checkpoint id to pass to "
@@ -96,8 +103,8 @@ def _refuse_if_combined(runtime: ToolRuntime) -> str | None:
         return (
             "Nothing was changed: one message asked for several memory changes "
             f"({', '.join(c['name'] for c in changes)}). Call forget_conversation, "
-            "forget_details or rewind_to once, on its own (several quotes fit in one "
-            "forget_details call)."
+            "forget_details, rewind_to or compact_conversation once, on its own (several "
+            "quotes fit in one forget_details call)."
         )
     return None
 
@@ -197,6 +204,24 @@ def create_rewind_tool(*, description: str = REWIND_DESCRIPTION) -> BaseTool:
     return StructuredTool.from_function(coroutine=rewind_to, name=REWIND, description=description)
 
 
+def create_compact_tool(*, description: str = COMPACT_DESCRIPTION) -> BaseTool:
+    """Makes ``compact_conversation``."""
+
+    async def compact_conversation(runtime: ToolRuntime) -> Command[Any] | str:
+        if refusal := _refuse_if_combined(runtime):
+            return refusal
+        try:
+            run_saver(runtime.config)
+        except RequestError as error:
+            return error.for_model()
+        request: MemoryRequest = {"kind": "compact", "tool_call_id": runtime.tool_call_id or ""}
+        return _request(runtime, "Summarising the earlier conversation now.", request)
+
+    return StructuredTool.from_function(
+        coroutine=compact_conversation, name=COMPACT, description=description
+    )
+
+
 def create_timeline_tool(*, description: str = TIMELINE_DESCRIPTION) -> BaseTool:
     """Makes ``conversation_timeline``."""
 
@@ -228,5 +253,6 @@ def memory_tools() -> list[BaseTool]:
         create_forget_tool(),
         create_forget_details_tool(),
         create_rewind_tool(),
+        create_compact_tool(),
         create_timeline_tool(),
     ]

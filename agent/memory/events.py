@@ -108,7 +108,33 @@ FORGOT_DETAIL = EventKind(
     undoable=lambda facts: not facts.get("erased"),
 )
 
-EVENT_KINDS: Mapping[str, EventKind] = {kind.name: kind for kind in (FORGET, REWIND, FORGOT_DETAIL)}
+
+def _compacted_label(facts: Facts, reason: str | None) -> str:
+    text = f"compacted {facts.get('count', 0)} message(s) into a summary"
+    before, after = facts.get("tokens_before"), facts.get("tokens_after")
+    return f"{text} ({before} → {after} tokens)" if before and after else text
+
+
+COMPACT = EventKind(
+    name="compact",
+    metadata_key="memory_compacted",
+    symbol="≡",
+    stamp=lambda event: {
+        "memory_compacted": int(event.get("count", 0)),
+        "tokens_before": int(event.get("tokens_before", 0)),
+        "tokens_after": int(event.get("tokens_after", 0)),
+    },
+    read=lambda metadata: {
+        "count": _count(metadata, "memory_compacted"),
+        "tokens_before": _count(metadata, "tokens_before"),
+        "tokens_after": _count(metadata, "tokens_after"),
+    },
+    describe=_compacted_label,
+)
+
+EVENT_KINDS: Mapping[str, EventKind] = {
+    kind.name: kind for kind in (FORGET, REWIND, FORGOT_DETAIL, COMPACT)
+}
 """Every memory event kind by name; the order is the order a checkpoint is classified in."""
 
 MEMORY_METADATA_KEYS: tuple[str, ...] = tuple(kind.metadata_key for kind in EVENT_KINDS.values())

@@ -9,6 +9,7 @@ records of it.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -19,8 +20,9 @@ from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.types import interrupt
 
-from agent.errors import NotPersistentError, QuoteNotFoundError
-from agent.memory.events import FORGET, FORGOT_DETAIL, REWIND
+from agent.errors import NotPersistentError, QuoteNotFoundError, SummaryFailedError
+from agent.memory.compactor import Compactor
+from agent.memory.events import COMPACT, FORGET, FORGOT_DETAIL, REWIND
 from agent.memory.store import ThreadStore
 from agent.memory.updates import (
     confirmed,
@@ -32,8 +34,10 @@ from agent.memory.updates import (
     run_saver,
     run_thread_id,
 )
-from agent.prompts import ERASE_CONFIRMATION, ERASE_DECLINED
+from agent.prompts import ERASE_CONFIRMATION, ERASE_DECLINED, NOTHING_TO_COMPACT
 from agent.state import MemoryEvent, MemoryRequest, State
+
+logger = logging.getLogger(__name__)
 
 ERASE_OPERATION = "redact"
 """The audit operation of an erase for good, whichever surface asked for it."""
@@ -122,9 +126,52 @@ APPLIERS: dict[str, Applier] = {
 """The applier of each request kind (a memory event kind's name)."""
 
 
+Node = Callable[[State, RunnableConfig], Awaitable[dict[str, Any]]]
+
+
+def compact_node(compactor: Compactor) -> Node:
+    """The graph's ``compact`` node: a summary in place of the oldest turns.
+
+    It runs before a model call that would not fit (``needs_compaction``) and when
+    ``compact_conversation`` asked for it. A summariser that fails stores nothing
+    (the model call then goes out trimmed, with a note: ``Compactor.prepare``); asked
+    for by the user, the failure is the answer.
+    """
+
+    async def compact(state: State, config: RunnableConfig) -> dict[str, Any]:
+        messages = list(state.get("messages") or [])
+        requested = bool(state.get("memory_requests"))
+        try:
+            if requested:
+                update = await compactor.requested(messages, config=config)
+            else:
+                update = await compactor.update(messages, config=config)
+        except SummaryFailedError as error:
+            logger.warning("compaction failed: %s", error)
+            return _reply(str(error)) if requested else {}
+        if update is None:
+            return _reply(NOTHING_TO_COMPACT) if requested else {}
+        update["memory_requests"] = None
+        event = update["memory_event"]
+        detail = {k: event[k] for k in ("count", "tokens_before", "tokens_after")}
+        await _audit(run_saver(config), config, Applied(update, COMPACT.name, detail))
+        return update
+
+    return compact
+
+
 def route_after_tools(state: State) -> str:
-    """After the tool step: apply a requested memory change, else back to the model."""
-    return "apply_memory" if state.get("memory_requests") else "agent"
+    """After the tool step: apply a requested memory change, else on to the model."""
+    requests = state.get("memory_requests") or []
+    if not requests:
+        return "model"
+    return "compact" if requests[0]["kind"] == COMPACT.name else "apply_memory"
+
+
+def route_after_compact(state: State) -> str:
+    """After ``compact``: to the model, unless the step answered (a requested compaction)."""
+    messages = state.get("messages") or []
+    return "end" if messages and isinstance(messages[-1], AIMessage) else "agent"
 
 
 async def apply_memory(state: State, config: RunnableConfig) -> dict[str, Any]:
