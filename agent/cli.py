@@ -36,7 +36,8 @@ USER_ERRORS = (
     psycopg_pool.PoolTimeout,
 )
 CHAT_HELP = (
-    "Commands: /forget [REASON]  /undo  /rewind ID  /timeline [N]  /exit   (Ctrl-D also quits)"
+    "Commands: /forget [REASON]  /undo  /rewind ID  /compact  /timeline [N]  /exit"
+    "   (Ctrl-D also quits)"
 )
 TIMELINE_USAGE = (
     f"Usage: /timeline [N]  (the newest N entries, 1 to {MAX_TIMELINE_LIMIT}; "
@@ -97,6 +98,7 @@ async def _chat(thread_id: str) -> None:
         terminal = open_terminal(settings)
         click.echo(f"memagent  model: {session.model_label}")
         click.echo(f"          database: {session.database_label}")
+        click.echo(f"          context: {session.context_tokens} tokens per model call")
         click.echo(f"          thread: {thread_id}  (resume: {_resume_command(thread_id)})")
         click.echo(CHAT_HELP)
         if terminal.keys_help:
@@ -195,6 +197,12 @@ async def _slash_command(session: ChatSession, thread_id: str, line: str) -> Non
             click.echo(str(error))
             return
         click.echo(f"Undone: back to {change.rewound_to}.")
+    elif command == "/compact":
+        compacted = await admin.acompact(saver, thread_id, model=session.model, surface="cli")
+        click.echo(
+            f"Compacted {compacted.replaced} message(s) into a summary "
+            f"({compacted.tokens_before} → {compacted.tokens_after} tokens). Undo with /undo."
+        )
     elif command == "/rewind":
         if not argument:
             click.echo("Usage: /rewind CHECKPOINT_ID  (see /timeline for ids)")
@@ -331,6 +339,22 @@ def rewind(thread_id: str, checkpoint_id: str, as_json: bool) -> None:
     else:
         click.echo(
             f"Rewound thread {thread_id} to {change.rewound_to}; new head {change.checkpoint_id}."
+        )
+
+
+@main.command()
+@click.argument("thread_id")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def compact(thread_id: str, as_json: bool) -> None:
+    """Summarise a thread's earlier turns into one message (soft: `memagent rewind` undoes it)."""
+    compacted = _with_saver(lambda saver: admin.acompact(saver, thread_id, surface="cli"))
+    if as_json:
+        _echo_json(compacted.to_json())
+    else:
+        click.echo(
+            f"Compacted thread {thread_id}: {compacted.replaced} message(s) into a summary "
+            f"({compacted.tokens_before} → {compacted.tokens_after} tokens); new head "
+            f"{compacted.checkpoint_id}."
         )
 
 

@@ -177,7 +177,7 @@ def make_graph(
     system_prompt: str = SYSTEM_PROMPT,
     extra_tools: Sequence[BaseTool] = (),
     **compile_options: Any,
-) -> CompiledStateGraph[Any, Any, Any, Any]:
+) -> ChatGraph:
     """Builds and compiles the chat graph.
 
     Args:

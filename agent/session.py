@@ -25,11 +25,10 @@ import psycopg
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, AIMessageChunk, HumanMessage
 from langchain_core.runnables import RunnableConfig
-from langgraph.graph.state import CompiledStateGraph
 from langgraph.types import Command
 
 from agent.errors import DatabaseUnavailableError
-from agent.graph import make_graph
+from agent.graph import ChatGraph, make_graph
 from agent.model import load_model
 from agent.settings import Settings
 from agent.store.database import describe_database, open_saver, resolve_database_url
@@ -63,12 +62,14 @@ class ChatSession:
     Attributes:
         graph: The compiled graph, with ``saver`` as its checkpointer.
         saver: Where the turns persist.
+        model: The chat model (it also writes the summaries of ``/compact``).
         model_label: Which model answers, for banners.
         database_label: Where the data lives, for banners.
     """
 
-    graph: CompiledStateGraph[Any, Any, Any, Any]
+    graph: ChatGraph
     saver: MemagentSaver
+    model: BaseChatModel
     model_label: str = ""
     database_label: str = ""
     _interrupted: dict[str, InterruptedTurn] = field(default_factory=dict, repr=False)
@@ -93,7 +94,12 @@ class ChatSession:
             label = type(model).__name__
         async with open_saver(settings, database_url=url) as saver:
             graph = make_graph(model, checkpointer=saver)
-            yield cls(graph, saver, label, describe_database(settings))
+            yield cls(graph, saver, model, label, describe_database(settings))
+
+    @property
+    def context_tokens(self) -> int | None:
+        """The most tokens one model call receives (the graph's context budget)."""
+        return self.graph.context_tokens
 
     async def stream(self, thread_id: str, text: str) -> AsyncIterator[str]:
         """Runs one turn and yields the agent's reply as it is produced.

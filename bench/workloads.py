@@ -178,7 +178,9 @@ async def open_contenders(server: BenchServer, home: Path) -> AsyncIterator[list
         chat_saver = await stack.enter_async_context(
             open_saver(bench_settings(url, home / "chat"), database_url=url)
         )
-        session = ChatSession(graph=make_graph(model, checkpointer=chat_saver), saver=chat_saver)
+        session = ChatSession(
+            graph=make_graph(model, checkpointer=chat_saver), saver=chat_saver, model=model
+        )
         chat = Contender(
             "memagent_chat",
             "memagent ChatSession",

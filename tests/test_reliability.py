@@ -40,7 +40,7 @@ from tools import admin
 
 def session_on(saver: MemagentSaver, *script: Any) -> tuple[ChatSession, ScriptedChatModel]:
     model = ScriptedChatModel(script=list(script))
-    return ChatSession(make_graph(model, checkpointer=saver), saver), model
+    return ChatSession(make_graph(model, checkpointer=saver), saver, model), model
 
 
 async def conversation(session: ChatSession, thread_id: str) -> list[tuple[str, str]]:

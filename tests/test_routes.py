@@ -184,7 +184,7 @@ async def test_chat_session_turns_on_the_leased_graph_do_not_deadlock(
     saver: MemagentSaver,
 ) -> None:
     model = ScriptedChatModel(script=["first", "second"])
-    session = ChatSession(make_graph(model, checkpointer=saver), saver)
+    session = ChatSession(make_graph(model, checkpointer=saver), saver, model)
     assert await session.send("t", "one") == "first"
     assert await session.send("t", "two") == "second"
 
