@@ -12,14 +12,21 @@ from typing import Any, Literal
 
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 
-Role = Literal["user", "agent"]
+from agent.memory.summary import is_summary
+
+Role = Literal["user", "agent", "summary"]
 
 
 def shown_messages(messages: Iterable[BaseMessage]) -> list[tuple[Role, str]]:
-    """The user's messages and the agent's replies, oldest first; tool traffic left out."""
+    """The user's messages and the agent's replies, oldest first; tool traffic left out.
+
+    A compaction's summary is shown as what it is, never as something the user said.
+    """
     shown: list[tuple[Role, str]] = []
     for message in messages:
-        if isinstance(message, HumanMessage):
+        if is_summary(message):
+            shown.append(("summary", message.text))
+        elif isinstance(message, HumanMessage):
             shown.append(("user", message.text))
         elif isinstance(message, AIMessage) and message.text:
             shown.append(("agent", message.text))

@@ -311,6 +311,22 @@ async def rewind(request: Request) -> Response:
 
 
 @json_errors
+async def compact(request: Request) -> Response:
+    """Summarises the earlier conversation to free room (soft, like ``memagent compact``)."""
+    data = await _body(request)
+    thread_id = await _thread(request, data.get("thread"))
+    session = _session(request)
+    compacted = await admin.acompact(
+        session.saver,
+        thread_id,
+        model=session.model,
+        surface="web",
+        actor=await _user(request),
+    )
+    return _json(compacted.to_json())
+
+
+@json_errors
 async def undo(request: Request) -> Response:
     """Takes back the newest change on the head's branch, as the chat's ``/undo`` does."""
     data = await _body(request)
@@ -391,6 +407,7 @@ API_ROUTES = [
     _route("/api/forget", forget, "POST"),
     _route("/api/rewind", rewind, "POST"),
     _route("/api/undo", undo, "POST"),
+    _route("/api/compact", compact, "POST"),
     _route("/api/forget-detail", forget_detail, "POST"),
     _route("/api/erase", erase, "POST"),
 ]

@@ -27,9 +27,9 @@ CHECKOUT_ONLY = ("tests", "bench")
 
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("agent", "agent.errors", "agent.settings", "agent.prompts", "agent.startup", "agent.bridge"),
-    ("agent.validation", "agent.state", "agent.redaction", "agent.presentation"),
+    ("agent.validation", "agent.state", "agent.redaction"),
     ("agent.memory", "agent.memory.events", "agent.memory.summary"),
-    ("agent.memory.entries",),
+    ("agent.memory.entries", "agent.presentation"),
     ("agent.memory.store",),
     ("agent.memory.timeline",),
     ("agent.store", "agent.store.*", "agent.checkpointer"),

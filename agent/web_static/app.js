@@ -133,7 +133,7 @@ function renderThreads(threads) {
 
 function addMessage(role, text) {
   const item = el("li", `message ${role}`);
-  item.append(el("span", "who", role === "user" ? "you" : "agent"));
+  item.append(el("span", "who", { user: "you", summary: "summary" }[role] || "agent"));
   const body = el("div", "text", text);
   item.append(body);
   $("messages").append(item);
@@ -290,6 +290,12 @@ async function forget() {
   await refresh();
 }
 
+async function compact() {
+  if (!view.thread) throw new ApiError("Nothing to compact yet: this thread is empty.");
+  await api("POST", "api/compact", { thread: view.thread });
+  await refresh();
+}
+
 async function undo() {
   if (!view.thread) throw new ApiError("Nothing to undo yet.");
   await api("POST", "api/undo", { thread: view.thread });
@@ -392,6 +398,7 @@ $("text").addEventListener("keydown", (event) => {
 });
 $("new-thread").addEventListener("click", () => act(newThread));
 $("forget").addEventListener("click", () => act(forget));
+$("compact").addEventListener("click", () => act(compact));
 $("undo").addEventListener("click", () => act(undo));
 $("error-close").addEventListener("click", clearError);
 $("messages").addEventListener("mouseup", updateDetailActions);
