@@ -28,7 +28,7 @@ CHECKOUT_ONLY = ("tests", "bench")
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("agent", "agent.errors", "agent.settings", "agent.prompts", "agent.startup", "agent.bridge"),
     ("agent.validation", "agent.state", "agent.redaction"),
-    ("agent.memory", "agent.memory.events", "agent.memory.summary"),
+    ("agent.memory", "agent.memory.events", "agent.memory.summary", "agent.memory.changes"),
     ("agent.memory.entries", "agent.presentation"),
     ("agent.memory.store",),
     ("agent.memory.timeline",),
