@@ -55,6 +55,7 @@ LEFT_OUT_NOTE = (
     "this reply. They are still saved.)"
 )
 TOO_LARGE_REPLY = (
-    "Your message is too long for me to read: it needs about {tokens} tokens, and I can "
-    "take in at most {budget}. Please send it in shorter parts; our conversation goes on."
+    "This is too long for me to read: your message (with what my tools returned for it) "
+    "needs about {tokens} tokens, and I can take in at most {budget}. Please send it in "
+    "shorter parts; our conversation goes on."
 )

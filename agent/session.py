@@ -93,7 +93,7 @@ class ChatSession:
         else:
             label = type(model).__name__
         async with open_saver(settings, database_url=url) as saver:
-            graph = make_graph(model, checkpointer=saver)
+            graph = make_graph(model, checkpointer=saver, context_tokens=settings.context_tokens)
             yield cls(graph, saver, model, label, describe_database(settings))
 
     @property

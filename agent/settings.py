@@ -98,6 +98,9 @@ class Settings:
         pool_timeout: Seconds a caller waits for a pooled connection.
         thread_busy_timeout: Seconds a turn or memory operation waits for another
             turn on the same thread before it is refused.
+        lease_seconds: How long a thread's lease outlives a holder that stopped
+            renewing it (a crashed process); a running turn renews it every third of
+            that (``MEMAGENT_LEASE_SECONDS``).
         auth_enabled: Whether the server's thread-ownership handler is active.
         auth_secret: The shared secret that signs and checks HS256 tokens
             (``MEMAGENT_AUTH_SECRET``).
@@ -125,6 +128,7 @@ class Settings:
     pool_max_size: int = 10
     pool_timeout: float = 30.0
     thread_busy_timeout: float = 30.0
+    lease_seconds: float = 600.0
     auth_enabled: bool = False
     auth_secret: str | None = field(default=None, repr=False)
     auth_issuer: str | None = None
@@ -153,6 +157,7 @@ class Settings:
             pool_max_size=_int(env, "MEMAGENT_POOL_MAX_SIZE", 10),
             pool_timeout=_float(env, "MEMAGENT_POOL_TIMEOUT", 30.0),
             thread_busy_timeout=_float(env, "MEMAGENT_THREAD_BUSY_TIMEOUT", 30.0),
+            lease_seconds=_float(env, "MEMAGENT_LEASE_SECONDS", 600.0),
             auth_enabled=_bool(env, "MEMAGENT_AUTH", False),
             auth_secret=env.get("MEMAGENT_AUTH_SECRET", "").strip() or None,
             auth_issuer=env.get("MEMAGENT_AUTH_ISSUER", "").strip() or None,

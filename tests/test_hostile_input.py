@@ -8,6 +8,7 @@ Everything runs on a real PostgreSQL; "nothing written" is checked on the raw ro
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import pickle
 import uuid
@@ -65,6 +66,15 @@ async def chat(settings: Settings) -> AsyncIterator[SessionChat]:
         yield SessionChat(session, model)
 
 
+@pytest.fixture
+async def roomy_chat(settings: Settings) -> AsyncIterator[SessionChat]:
+    """A chat whose context budget takes a message of the size limit (for huge inputs)."""
+    model = ScriptedChatModel()
+    roomy = dataclasses.replace(settings, context_tokens=2 * MAX_MESSAGE_CHARS)
+    async with ChatSession.open(roomy, model=model) as session:
+        yield SessionChat(session, model)
+
+
 def memory_marked(database_url: str) -> int:
     """Checkpoints anywhere that carry a forget or rewind marker."""
     return count(
@@ -117,10 +127,16 @@ async def test_a_five_megabyte_message_is_refused_clearly_and_the_thread_goes_on
 
     assert table_counts(database_url) == before
     assert len(chat.model.inputs) == 1  # the model was never called with it
-    # The limit is the limit: a message of exactly that size goes through and comes back.
-    await chat.say("t", "y" * MAX_MESSAGE_CHARS, "long one")
-    await chat.say("t", "and now?", "fine")
-    assert [len(t) for t in await chat.texts("t")] == [5, 2, MAX_MESSAGE_CHARS, 8, 8, 4]
+
+
+async def test_a_message_at_the_size_limit_goes_through_where_the_budget_allows(
+    roomy_chat: SessionChat,
+) -> None:
+    """The limit is the limit: a message of exactly that size is stored and comes back
+    (a model whose context takes it; under a smaller budget it gets the too-long answer)."""
+    await roomy_chat.say("t", "y" * MAX_MESSAGE_CHARS, "long one")
+    await roomy_chat.say("t", "and now?", "fine")
+    assert [len(t) for t in await roomy_chat.texts("t")] == [MAX_MESSAGE_CHARS, 8, 8, 4]
 
 
 EMOJI_RTL = "שלום 👋🏽 مرحبا 👨‍👩‍👧‍👦 🇩🇪 e\u0301 \u202eevil\u202c 𝔘𝔫𝔦𝔠𝔬𝔡𝔢"
@@ -321,9 +337,13 @@ async def test_admin_rewind_refuses_a_checkpoint_outside_the_root_namespace(
     ids=["uuid-or-true", "nul-inside", "lone-surrogate", "huge", "int", "null", "list"],
 )
 async def test_rewind_tool_refuses_hostile_arguments(
-    chat: SessionChat, database_url: str, bad_arg: Any
+    roomy_chat: SessionChat, database_url: str, bad_arg: Any
 ) -> None:
-    """What test_memory_tools does not send: NUL, invalid Unicode, huge and non-text ids."""
+    """What test_memory_tools does not send: NUL, invalid Unicode, huge and non-text ids.
+
+    (The budget takes the huge id, so the refusal is what is tested, not the budget.)
+    """
+    chat = roomy_chat
     await chat.say("victim", f"my iban is {CANARY}", "noted")
     victim = raw_rows(database_url, "victim")
     await chat.say("t", "hello", "hi")

@@ -156,6 +156,7 @@ async def open_saver(
             pool,
             url,
             busy_timeout=settings.thread_busy_timeout,
+            lease_seconds=settings.lease_seconds,
             serde_allow=settings.serde_allow,
         )
         await saver.setup()
