@@ -133,14 +133,29 @@ async def _chat(thread_id: str) -> None:
 @click.option("--port", default=0, help="Port to listen on (default: a free one).")
 def web(host: str, port: int) -> None:
     """Open the chat and its branch tree in a local web page (prints the address)."""
-    from agent.web import serve  # imported here: the other commands need no web stack
-
     try:
-        _run(lambda: serve(host, port, echo=click.echo))
+        _run(lambda: _web(host, port))
     except OSError as error:
         raise click.ClickException(
             f"cannot listen on {host}:{port}: {error.strerror or error}"
         ) from None
+
+
+async def _web(host: str, port: int) -> None:
+    """Serves the page; with auth on, unusable auth settings are refused first.
+
+    Raises:
+        SettingsError: A setting cannot be used.
+        OSError: ``host:port`` cannot be listened on.
+    """
+    # Imported here: the other commands need no web stack and no token checks.
+    from agent.auth import check_auth_settings
+    from agent.web import serve
+
+    settings = Settings.from_env()
+    if settings.auth_enabled:
+        check_auth_settings(settings)
+    await serve(host, port, echo=click.echo)
 
 
 def _resume_command(thread_id: str) -> str:

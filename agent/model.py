@@ -29,6 +29,7 @@ from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResu
 from langchain_core.runnables import Runnable
 from langchain_core.tools import BaseTool
 
+from agent.errors import SettingsError
 from agent.prompts import UNDO_HINT
 from agent.settings import OFFLINE_LABEL, Settings, model_label
 
@@ -205,6 +206,10 @@ def load_model(settings: Settings | None = None) -> tuple[BaseChatModel, str]:
 
     Returns:
         The model, and a label that says which model it is.
+
+    Raises:
+        SettingsError: The configured model cannot be built (an unknown provider, a
+            provider whose package is not installed, a missing key), with the reason.
     """
     settings = settings or Settings.from_env()
     label = model_label(settings)
@@ -217,4 +222,11 @@ def load_model(settings: Settings | None = None) -> tuple[BaseChatModel, str]:
         kwargs["base_url"] = settings.openai_base_url
     if settings.openai_api_key:
         kwargs["api_key"] = settings.openai_api_key
-    return init_chat_model(label, **kwargs), label
+    try:
+        return init_chat_model(label, **kwargs), label
+    # Each provider refuses in its own type (ValueError for an unknown one, ImportError
+    # for a missing integration package, openai.OpenAIError for a missing key): all
+    # are the setting's fault, and the user needs the reason, not the traceback.
+    except Exception as error:
+        reason = str(error).split("\n\n", 1)[0]  # the list of every provider follows
+        raise SettingsError(f"Cannot use the model {label!r} (MEMAGENT_MODEL): {reason}") from error
