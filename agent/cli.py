@@ -151,13 +151,13 @@ async def _web(host: str, port: int) -> None:
         SettingsError: A setting cannot be used.
         OSError: ``host:port`` cannot be listened on.
     """
-    # Imported here: the other commands need no web stack and no token checks.
-    from agent.auth import check_auth_settings
-    from agent.web import serve
-
     settings = Settings.from_env()
-    if settings.auth_enabled:
+    if settings.auth_enabled:  # imported only then: without auth no token code is needed
+        from agent.auth import check_auth_settings
+
         check_auth_settings(settings)
+    from agent.web import serve  # imported here: the other commands need no web stack
+
     await serve(host, port, echo=click.echo)
 
 
