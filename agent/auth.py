@@ -1,6 +1,7 @@
 """Thread ownership for the LangGraph server (``langgraph dev``, Studio, the SDK).
 
-``langgraph.json`` always names this module's ``auth``; the setting ``MEMAGENT_AUTH``
+``langgraph.json`` always names this module's ``auth`` (through ``agent.server_auth``,
+which checks the settings as the server starts); the setting ``MEMAGENT_AUTH``
 decides what it does. Off (the default) it lets every request through unchanged, as if
 no auth were configured, so a developer on their own machine needs no token. On, every
 request needs a token, and each user sees and changes only the threads (and runs,
@@ -38,7 +39,6 @@ import jwt
 from langgraph_sdk import Auth
 
 from agent.settings import Settings, SettingsError
-from agent.startup import refuse_to_start
 
 SECRET_VARIABLE = "MEMAGENT_AUTH_SECRET"
 """Environment variable holding the shared secret that signs tokens."""
@@ -358,16 +358,5 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def _refuse_unusable_settings() -> None:
-    """With auth on, a server that could not check a single token must not start."""
-    try:
-        settings = Settings.from_env()
-        if settings.auth_enabled:
-            check_auth_settings(settings)
-    except SettingsError as error:
-        refuse_to_start(str(error))
-
-
 if __name__ == "__main__":
     raise SystemExit(main())
-_refuse_unusable_settings()

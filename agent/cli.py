@@ -25,7 +25,7 @@ from agent.session import ChatSession, new_thread_id
 from agent.settings import Settings
 from agent.store.database import open_saver
 from agent.store.saver import MemagentSaver
-from agent.terminal import open_terminal, show_recap
+from agent.terminal import REPLY_CANCELLED, open_terminal, reply_or_cancel, show_recap
 from agent.validation import check_quotes, check_thread_id
 from tools import admin
 
@@ -115,8 +115,11 @@ async def _chat(thread_id: str) -> None:
                     if line.startswith("/"):
                         await _slash_command(session, thread_id, line.strip())
                     else:
-                        await terminal.show_reply(session.stream(thread_id, line))
-                        await _answer_pending_question(session, thread_id)
+                        reply = terminal.show_reply(session.stream(thread_id, line))
+                        if await reply_or_cancel(reply):
+                            await _answer_pending_question(session, thread_id)
+                        else:
+                            click.echo(REPLY_CANCELLED)
                 except USER_ERRORS as error:
                     click.echo(f"\nerror: {_one_line(error)}", err=True)
         finally:
@@ -129,14 +132,29 @@ async def _chat(thread_id: str) -> None:
 @click.option("--port", default=0, help="Port to listen on (default: a free one).")
 def web(host: str, port: int) -> None:
     """Open the chat and its branch tree in a local web page (prints the address)."""
-    from agent.web import serve  # imported here: the other commands need no web stack
-
     try:
-        _run(lambda: serve(host, port, echo=click.echo))
+        _run(lambda: _web(host, port))
     except OSError as error:
         raise click.ClickException(
             f"cannot listen on {host}:{port}: {error.strerror or error}"
         ) from None
+
+
+async def _web(host: str, port: int) -> None:
+    """Serves the page; with auth on, unusable auth settings are refused first.
+
+    Raises:
+        SettingsError: A setting cannot be used.
+        OSError: ``host:port`` cannot be listened on.
+    """
+    settings = Settings.from_env()
+    if settings.auth_enabled:  # imported only then: without auth no token code is needed
+        from agent.auth import check_auth_settings
+
+        check_auth_settings(settings)
+    from agent.web import serve  # imported here: the other commands need no web stack
+
+    await serve(host, port, echo=click.echo)
 
 
 def _resume_command(thread_id: str) -> str:
@@ -168,7 +186,7 @@ async def _answer_pending_question(session: ChatSession, thread_id: str) -> None
         return
     quotes = ", ".join(f'"{quote}"' for quote in question.get("quotes", []))
     text = f"{question.get('question', 'Continue?')} {quotes}"
-    answer = await asyncio.to_thread(click.confirm, text, default=False)
+    answer = await asyncio.to_thread(_ask, text)
     click.echo("agent> " + await session.resume(thread_id, answer))
 
 
@@ -362,6 +380,25 @@ def _counts(rows: dict[str, int]) -> str:
     return ", ".join(f"{n} {table}" for table, n in rows.items())
 
 
+def _ask(question: str) -> bool:
+    """Asks a yes/no question on stderr (default no); no answer at all is a no.
+
+    On stderr, so ``--json`` output on stdout stays pure JSON when "y" is piped in.
+    """
+    try:
+        return click.confirm(question, default=False, err=True)
+    except click.Abort:  # end of input or Ctrl-C at the question
+        click.echo(err=True)  # the question is still waiting for its newline
+        return False
+
+
+def _confirm(question: str) -> None:
+    """Goes on only on "y": anything else ends the command with one line and exit 1."""
+    if not _ask(question):
+        click.echo("Nothing was erased.", err=True)
+        sys.exit(1)
+
+
 @main.command()
 @click.argument("thread_id")
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
@@ -370,7 +407,7 @@ def delete(thread_id: str, yes: bool, as_json: bool) -> None:
     """Erase a thread for good: every checkpoint, blob and write, in one transaction."""
     _checked(thread_id)
     if not yes:
-        click.confirm(f"Erase thread {thread_id} permanently? It cannot be undone", abort=True)
+        _confirm(f"Erase thread {thread_id} permanently? It cannot be undone")
     erased = _with_saver(lambda saver: admin.adelete(saver, thread_id, surface="cli"))
     if as_json:
         _echo_json(erased.to_json())
@@ -392,10 +429,9 @@ def redact(thread_id: str, texts: tuple[str, ...], yes: bool, as_json: bool) -> 
     _checked(thread_id)
     quotes = _checked_quotes(list(texts))
     if not yes:
-        click.confirm(
+        _confirm(
             f"Erase {len(quotes)} detail(s) from every stored copy of thread {thread_id}? "
-            "It cannot be undone",
-            abort=True,
+            "It cannot be undone"
         )
     erased = _with_saver(lambda saver: admin.aredact(saver, thread_id, quotes, surface="cli"))
     if as_json:

@@ -2,11 +2,15 @@
 
 ``make_graph`` builds it for any LangChain chat model that supports ``bind_tools``;
 ``graph`` is the same graph compiled without a checkpointer, for ``langgraph dev``
-(the server supplies memagent's Postgres saver from ``langgraph.json``).
+(the server supplies memagent's Postgres saver from ``langgraph.json``). ``graph`` is
+built on first use, not at import: every ``memagent`` command imports this module, and
+most need no model, so a model setting that cannot work (or ``--help``) must not fail
+them all.
 """
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import AbstractAsyncContextManager, nullcontext
@@ -224,4 +228,24 @@ def make_graph(
     return ChatGraph(context_tokens=budget, **attributes)
 
 
-graph = make_graph(load_model()[0])
+graph: CompiledStateGraph[Any, Any, Any, Any]
+"""The chat graph on the configured model, without a checkpointer; built on first use.
+
+Only annotated here, so that reading it goes through ``__getattr__``.
+"""
+
+
+@functools.cache
+def _configured_graph() -> CompiledStateGraph[Any, Any, Any, Any]:
+    return make_graph(load_model()[0])
+
+
+def __getattr__(name: str) -> Any:
+    """Builds ``graph`` when it is first read (PEP 562), once per process.
+
+    Raises:
+        SettingsError: The configured model cannot be loaded.
+    """
+    if name == "graph":
+        return _configured_graph()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

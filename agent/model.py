@@ -29,6 +29,7 @@ from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResu
 from langchain_core.runnables import Runnable
 from langchain_core.tools import BaseTool
 
+from agent.errors import SettingsError
 from agent.memory.summary import is_summary
 from agent.prompts import UNDO_HINT
 from agent.settings import OFFLINE_LABEL, Settings, model_label
@@ -139,12 +140,36 @@ class OfflineChatModel(BaseChatModel):
         return AIMessage(content=_answer(text, _earlier_user_texts(messages)))
 
     def _after_tool(self, messages: list[BaseMessage], result: ToolMessage) -> AIMessage:
+        """The reply once a tool answered, in the user's words, never the tool's.
+
+        A tool's answer is written for the model (what to call next, which argument to
+        pass), so it is read here and never repeated. A memory change that worked ends
+        the turn with its own confirmation before the model is asked again, so a
+        memory-changing tool that reaches here refused, and nothing changed.
+        """
         if result.tool_call_id.startswith("undo-lookup"):
             hint = next((ln for ln in result.text.splitlines() if ln.startswith(UNDO_HINT)), "")
             if match := _UUID.search(hint):
                 return _call("rewind_to", {"checkpoint_id": match.group(0)}, len(messages))
             return AIMessage(content="There is nothing earlier to go back to.")
-        return AIMessage(content=result.text)
+        name, args = _tool_call(messages, result.tool_call_id)
+        if name == "conversation_timeline":
+            return AIMessage(content=_timeline_for_user(result.text))
+        if name == "rewind_to":
+            reply = (
+                f"I couldn't go back to {args.get('checkpoint_id', 'that point')}: it is not "
+                'a point of this conversation. Say "show the timeline" to see the ones I can '
+                "go back to."
+            )
+        elif name == "forget_details" and args.get("for_good") and not args.get("quotes"):
+            reply = (
+                "There is nothing to erase for good: no detail was forgotten earlier in this "
+                'conversation. Tell me which one you mean, e.g. "forget my address for good".'
+            )
+        else:
+            what = "that detail" if name == "forget_details" else "our conversation"
+            reply = f"I couldn't forget {what} here, so nothing was changed."
+        return AIMessage(content=reply)
 
 
 def _call(name: str, args: dict[str, Any], position: int, *, call_id: str = "call") -> AIMessage:
@@ -152,6 +177,27 @@ def _call(name: str, args: dict[str, Any], position: int, *, call_id: str = "cal
     return AIMessage(
         content="",
         tool_calls=[{"name": name, "args": args, "id": f"{call_id}-{position}"}],
+    )
+
+
+def _tool_call(messages: list[BaseMessage], call_id: str) -> tuple[str, dict[str, Any]]:
+    """The name and arguments of the tool call ``call_id`` answers."""
+    for message in reversed(messages):
+        if isinstance(message, AIMessage):
+            for call in message.tool_calls:
+                if call["id"] == call_id:
+                    return call["name"], call["args"]
+    return "", {}
+
+
+def _timeline_for_user(result: str) -> str:
+    """The timeline tool's entries, introduced for the user (its other lines are for me)."""
+    entries = [line for line in result.splitlines() if _UUID.match(line)]
+    if not entries:
+        return "There is nothing earlier in this conversation yet."
+    return (
+        'Here is this conversation, newest first. Say "go back to" and an id to return to '
+        "the point before that turn:\n" + "\n".join(entries)
     )
 
 
@@ -217,6 +263,10 @@ def load_model(settings: Settings | None = None) -> tuple[BaseChatModel, str]:
 
     Returns:
         The model, and a label that says which model it is.
+
+    Raises:
+        SettingsError: The configured model cannot be built (an unknown provider, a
+            provider whose package is not installed, a missing key), with the reason.
     """
     settings = settings or Settings.from_env()
     label = model_label(settings)
@@ -229,4 +279,11 @@ def load_model(settings: Settings | None = None) -> tuple[BaseChatModel, str]:
         kwargs["base_url"] = settings.openai_base_url
     if settings.openai_api_key:
         kwargs["api_key"] = settings.openai_api_key
-    return init_chat_model(label, **kwargs), label
+    try:
+        return init_chat_model(label, **kwargs), label
+    # Each provider refuses in its own type (ValueError for an unknown one, ImportError
+    # for a missing integration package, openai.OpenAIError for a missing key): all
+    # are the setting's fault, and the user needs the reason, not the traceback.
+    except Exception as error:
+        reason = str(error).split("\n\n", 1)[0]  # the list of every provider follows
+        raise SettingsError(f"Cannot use the model {label!r} (MEMAGENT_MODEL): {reason}") from error

@@ -4,7 +4,8 @@ When a person is at a terminal (stdin and stdout are both terminals) the prompt 
 ``prompt_toolkit``'s: line editing, a history kept in a file across sessions, pastes of
 any length or of several lines arriving whole (bracketed paste; the kernel's line
 discipline would cut a typed line at 4095 characters), and Ctrl-C that clears the line
-instead of killing the process. Replies are drawn as Markdown with ``rich`` while they
+instead of killing the process. While a reply streams in, Ctrl-C cancels that reply
+only (``reply_or_cancel``), on any terminal. Replies are drawn as Markdown with ``rich`` while they
 stream in. Otherwise (a pipe, a file, a test) lines are read and replies written as
 plain text, so scripts see exactly what the agent said.
 """
@@ -13,10 +14,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
 import sys
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from pathlib import Path
+from types import FrameType
+from typing import Any
 
 import click
 from prompt_toolkit import PromptSession
@@ -34,6 +38,8 @@ from agent.settings import Settings
 PROMPT = "you> "
 REPLY_LABEL = "agent> "
 QUIT_HINT = "(Ctrl-C again or Ctrl-D to quit)"
+REPLY_CANCELLED = "(reply cancelled: your message is kept, unanswered)"
+"""Shown when Ctrl-C stopped a reply, where the rest of the reply would have been."""
 REDRAW_SECONDS = 0.1
 """How often a streaming reply is redrawn."""
 RECAP_CHARS = 300
@@ -81,13 +87,15 @@ class PlainTerminal:
         nothing itself, so it gets no empty ``agent>`` line before the question.
         """
         started = False
-        async for part in parts:
-            if not started:
-                click.echo(REPLY_LABEL, nl=False)
-                started = True
-            click.echo(part, nl=False)
-        if started:
-            click.echo()
+        try:
+            async for part in parts:
+                if not started:
+                    click.echo(REPLY_LABEL, nl=False)
+                    started = True
+                click.echo(part, nl=False)
+        finally:  # a cancelled reply ends its line too
+            if started:
+                click.echo()
 
 
 def _settle(future: asyncio.Future[str], text: str) -> None:
@@ -103,7 +111,10 @@ class PromptTerminal(PlainTerminal):
     closes the database normally. Esc then Enter inserts a line break.
     """
 
-    keys_help = "Keys: Up/Down earlier lines  Esc Enter new line  Ctrl-C clears (twice quits)"
+    keys_help = (
+        "Keys: Up/Down earlier lines  Esc Enter new line  "
+        "Ctrl-C clears the line (twice quits) or cancels a reply"
+    )
 
     def __init__(self, history_file: Path) -> None:
         history_file.parent.mkdir(parents=True, exist_ok=True)
@@ -164,7 +175,7 @@ class PromptTerminal(PlainTerminal):
                 text += part
                 if live is None:
                     live = Live(self._reply(text), console=self._console, auto_refresh=False)
-                    live.start()
+                    live.start(refresh=True)  # the first words show at once
                 if clock() - drawn_at >= REDRAW_SECONDS:
                     live.update(self._reply(text), refresh=True)
                     drawn_at = clock()
@@ -181,6 +192,39 @@ class PromptTerminal(PlainTerminal):
         grid.add_column(ratio=1)
         grid.add_row(Text(REPLY_LABEL, style="bold cyan"), Markdown(text))
         return grid
+
+
+async def reply_or_cancel(reply: Coroutine[Any, Any, None]) -> bool:
+    """Shows ``reply`` (a turn streaming in); Ctrl-C cancels it, and only it.
+
+    The reply runs as a task of its own, and while it runs SIGINT cancels that task
+    instead of the chat (asyncio's default would cancel the whole chat, ending it with
+    ``Aborted!``). The cancelled turn unwinds normally: langgraph stops, the thread's
+    lease is released, and the user's message, already saved, stays in the thread
+    without a reply. A second Ctrl-C while it unwinds changes nothing, so the lease is
+    still released.
+
+    Returns:
+        ``True`` if the reply finished, ``False`` if Ctrl-C cancelled it.
+    """
+    task = asyncio.create_task(reply)
+    loop = asyncio.get_running_loop()
+
+    def cancel(signum: int, frame: FrameType | None) -> None:
+        if not task.cancelling():
+            loop.call_soon_threadsafe(task.cancel)
+
+    previous = signal.signal(signal.SIGINT, cancel)
+    try:
+        await task
+    except asyncio.CancelledError:
+        current = asyncio.current_task()
+        if not task.cancelled() or (current is not None and current.cancelling()):
+            raise  # the chat itself is being cancelled, not just this reply
+        return False
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    return True
 
 
 def open_terminal(settings: Settings) -> PlainTerminal:

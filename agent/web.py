@@ -450,7 +450,7 @@ def listen(host: str, port: int) -> socket.socket:
     Bound before the server starts, so the address printed is the one served.
 
     Raises:
-        OSError: The address is taken or cannot be bound.
+        OSError: The address is taken or cannot be bound, or the port is not 0-65535.
     """
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
@@ -458,6 +458,9 @@ def listen(host: str, port: int) -> socket.socket:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((host, port))
         sock.listen()
+    except OverflowError as error:  # what bind raises for a port out of range
+        sock.close()
+        raise OSError(str(error)) from None
     except OSError:
         sock.close()
         raise

@@ -359,11 +359,12 @@ def test_every_command_in_the_managing_memory_doc_works_as_written() -> None:
                 assert reply in out
             continue
         answer = "y\n" if args[0] == "delete" else None
-        out = ok(*args, input=answer)
+        result = run(*args, input=answer)
+        assert result.exit_code == 0, (args, result.output)
         if args[-1] == "--json":
-            json.loads(out)
+            json.loads(result.stdout)
             continue
-        got = out.splitlines()
+        got = result.output.splitlines()  # as the terminal shows it: the question is on stderr
         assert normalized(got) == normalized(shown), command
         for doc_line, real_line in zip(shown, got, strict=True):
             real_id.update(zip(UUID.findall(doc_line), UUID.findall(real_line), strict=True))

@@ -40,8 +40,15 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("tools", "tools.memory"),
     ("agent.graph",),
     ("tools.admin",),
-    ("agent.session", "agent.sync"),
-    ("agent.cli", "agent.terminal", "agent.auth", "agent.web*", "agent.__main__"),
+    ("agent.session", "agent.sync", "agent.server_graph"),
+    (
+        "agent.cli",
+        "agent.terminal",
+        "agent.auth",
+        "agent.server_auth",
+        "agent.web*",
+        "agent.__main__",
+    ),
 )
 """Module name patterns per layer, bottom to top (``fnmatch``, as ``agent.store.*``)."""
 

@@ -645,7 +645,7 @@ def test_memory_tools_cannot_reach_another_users_thread(auth_server: Server) -> 
     say(bob, b_thread, "my name is Bob")
 
     reply = texts(say(bob, b_thread, f"go back to {a_point}"), "ai")[-1]
-    assert f"no checkpoint {a_point}" in reply
+    assert f"couldn't go back to {a_point}: it is not a point of this conversation" in reply
     say(bob, b_thread, f"forget thread {a_thread}")
 
     assert texts(state_messages(bob, b_thread), "human") == []

@@ -9,13 +9,17 @@ since the screen holds the prompt library's redraws.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import sys
+import threading
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import pexpect
 import pytest
@@ -23,7 +27,7 @@ from langchain_core.messages import HumanMessage
 
 from agent.session import ChatSession
 from agent.settings import Settings
-from agent.terminal import QUIT_HINT, history_path
+from agent.terminal import QUIT_HINT, REPLY_CANCELLED, history_path
 
 CTRL_C, CTRL_D, ENTER, LEFT, UP = "\x03", "\x04", "\r", "\x1b[D", "\x1b[A"
 ESC_ENTER = "\x1b\r"
@@ -225,3 +229,94 @@ def test_timeline_takes_a_count_and_refuses_anything_else(
     assert 'before "two"' in shown
     assert 'before "one"' not in shown
     chat.quit_with(CTRL_D)
+
+
+# --- Ctrl-C while a reply streams ------------------------------------------------------
+
+HELD_WORDS = "Let me think about that"
+"""What the held reply streams before it stops to wait."""
+
+
+@contextmanager
+def slow_openai_server() -> Iterator[str]:
+    """An OpenAI-compatible chat endpoint on 127.0.0.1; yields its base URL.
+
+    Its first reply streams ``HELD_WORDS`` and then holds, as a slow model would,
+    until the client goes away (or the test ends); every later reply answers at once.
+    """
+    release = threading.Event()
+    requests: list[int] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers["Content-Length"]))
+            requests.append(1)
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream")
+            self.end_headers()
+            try:
+                if len(requests) == 1:
+                    self._send({"role": "assistant", "content": HELD_WORDS})
+                    release.wait(60)
+                else:
+                    self._send({"role": "assistant", "content": "A prompt answer."})
+                self._send({}, finish="stop")
+                self.wfile.write(b"data: [DONE]\n\n")
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # the chat cancelled this reply
+
+        def _send(self, delta: dict[str, Any], finish: str | None = None) -> None:
+            chunk = {
+                "id": "chatcmpl-test",
+                "object": "chat.completion.chunk",
+                "created": 0,
+                "model": "gpt-4o-mini",
+                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+            }
+            self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
+            self.wfile.flush()
+
+        def log_message(self, format: str, *args: Any) -> None:
+            """Quiet: requests are not test output."""
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        host, port = server.server_address[:2]
+        yield f"http://{host!s}:{port}/v1"
+    finally:
+        release.set()
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+def test_ctrl_c_during_a_reply_cancels_only_that_reply(
+    terminal_env: dict[str, str], thread_id: str
+) -> None:
+    """The message stays (unanswered), the prompt comes back, and the next turn works.
+
+    The next turn answering proves the cancelled turn let go of the thread's lease (it
+    would wait ``MEMAGENT_THREAD_BUSY_TIMEOUT`` for it, then be refused).
+    """
+    with slow_openai_server() as base_url:
+        env = terminal_env | {
+            "MEMAGENT_MODEL": "openai:gpt-4o-mini",
+            "OPENAI_API_KEY": "sk-test",
+            "OPENAI_BASE_URL": base_url,
+            "MEMAGENT_THREAD_BUSY_TIMEOUT": "2",
+        }
+        chat = Chat(env, "--thread", thread_id)
+        assert "cancels a reply" in chat.seen  # the banner says what Ctrl-C does
+        chat.process.send("a hard question" + ENTER)
+        chat.wait_for(HELD_WORDS)
+        chat.process.send(CTRL_C)
+        assert REPLY_CANCELLED in chat.wait_for(PROMPT_READY)
+        assert chat.process.isalive()
+        assert "A prompt answer." in chat.say("an easy one")
+        out = chat.quit_with(CTRL_D)
+    assert "Aborted" not in out
+    assert "busy" not in out
+    assert user_messages(thread_id) == ["a hard question", "an easy one"]
