@@ -1,6 +1,10 @@
 """The ``memagent`` command: a terminal chat and the thread administration subcommands.
 
 Errors a user can cause are shown as one line on stderr with exit code 1; no traceback.
+
+Over 400 lines on purpose: every subcommand's options and output live with the click
+command that declares them; the work is in ``tools.admin`` and the drawings in
+``agent.tree_view``.
 """
 
 from __future__ import annotations
@@ -10,7 +14,6 @@ import json
 import shlex
 import sys
 from collections.abc import Awaitable, Callable
-from datetime import datetime
 from typing import Any, TypeVar
 
 import click
@@ -19,13 +22,13 @@ import psycopg_pool
 
 from agent.errors import MemagentError, NothingToUndoError, one_line
 from agent.memory.timeline import DEFAULT_TIMELINE_LIMIT, MAX_TIMELINE_LIMIT, render_timeline
-from agent.memory.tree import ThreadTree, TreeEntry
 from agent.presentation import json_default, shown_messages
 from agent.session import ChatSession, new_thread_id
 from agent.settings import Settings
 from agent.store.database import open_saver
 from agent.store.saver import MemagentSaver
 from agent.terminal import REPLY_CANCELLED, open_terminal, reply_or_cancel, show_recap
+from agent.tree_view import local_time, render_tree
 from agent.validation import check_quotes, check_thread_id
 from tools import admin
 
@@ -237,13 +240,6 @@ def _echo_json(data: Any) -> None:
     click.echo(json.dumps(data, indent=2, default=json_default))
 
 
-def _when(at: datetime | str | None) -> str:
-    """A time as the user's local wall-clock time."""
-    if isinstance(at, str):
-        at = datetime.fromisoformat(at)
-    return at.astimezone().strftime("%Y-%m-%d %H:%M:%S") if at else "?"
-
-
 @main.command()
 @click.option("--limit", default=100, show_default=True, help="How many threads.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
@@ -257,58 +253,9 @@ def threads(limit: int, as_json: bool) -> None:
         click.echo("No threads yet.")
     for row in rows:
         click.echo(
-            f"{row['thread_id']}  last active {_when(row['last_activity'])}  "
+            f"{row['thread_id']}  last active {local_time(row['last_activity'])}  "
             f"{row['checkpoints']} checkpoints"
         )
-
-
-def _tree_label(node: TreeEntry, turns: dict[str, str]) -> str:
-    entry = node.entry
-    head = f"{entry.symbol} {entry.checkpoint_id}  {_when(entry.at)}  {entry.label}"
-    if node.undo:
-        head += f"; undo: rewind to {node.undo}"
-    target = entry.rewound_to
-    if target is None:
-        return head
-    if target in turns:  # a turn's point: the state just before its message
-        return f'{head} (before "{turns[target]}")'
-    if node.parent in turns:  # a point later in that turn: after its message
-        return f'{head} (after "{turns[node.parent]}")'
-    return head
-
-
-def render_tree(tree: ThreadTree) -> str:
-    """The thread oldest first; each fork (a rewind) opens a branch.
-
-    A straight run of turns stays in one column; where a point has several
-    continuations, each gets a ``├─``/``└─`` branch, newer branches below. The point
-    the next turn continues from is marked.
-    """
-    children: dict[str | None, list[TreeEntry]] = {}
-    for node in reversed(tree.entries):  # oldest first
-        children.setdefault(node.parent, []).append(node)
-    turns = {n.entry.checkpoint_id: n.entry.preview for n in tree.entries if n.entry.kind == "turn"}
-    current = next((n for n in tree.entries if n.on_head_branch), None)
-    lines: list[str] = []
-    if tree.hidden:
-        lines.append(f"… {tree.hidden} older entries not shown (see --limit)")
-    stack = [(root, "", "") for root in reversed(children.get(None, []))]
-    while stack:
-        node, first, rest = stack.pop()
-        prefix = first
-        while True:
-            mark = "   ← current" if node is current else ""
-            lines.append(prefix + _tree_label(node, turns) + mark)
-            kids = children.get(node.entry.checkpoint_id, [])
-            if len(kids) != 1:
-                break
-            node, prefix = kids[0], rest
-        for index in reversed(range(len(kids))):
-            last = index == len(kids) - 1
-            stack.append(
-                (kids[index], rest + ("└─ " if last else "├─ "), rest + ("   " if last else "│  "))
-            )
-    return "\n".join(lines) if lines else "No turns yet."
 
 
 @main.command()
@@ -483,7 +430,7 @@ def audit(thread_id: str | None, limit: int, as_json: bool) -> None:
     for row in rows:
         who = f" by {row['actor']}" if row["actor"] else ""
         click.echo(
-            f"{_when(row['at'])}  {row['operation']:<7} {row['thread_id']}  "
+            f"{local_time(row['at'])}  {row['operation']:<7} {row['thread_id']}  "
             f"via {row['surface']}{who}{_audit_detail(row)}"
         )
 

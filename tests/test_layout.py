@@ -43,6 +43,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("agent.session", "agent.sync", "agent.server_graph"),
     (
         "agent.cli",
+        "agent.tree_view",
         "agent.terminal",
         "agent.auth",
         "agent.server_auth",

@@ -2,7 +2,8 @@
 
 langgraph's saver owns its tables (``checkpoints``, ``checkpoint_blobs``,
 ``checkpoint_writes``) and their migrations. The statements here cover what its API
-cannot do, each saying why next to it.
+cannot do, each saying why next to it. One module by design, however long: every
+statement memagent sends is reviewed in one place.
 """
 
 SETUP_LOCK_KEY = 0x6D656D61  # "mema": one advisory-lock key for all of memagent's setup
