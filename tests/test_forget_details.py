@@ -307,7 +307,7 @@ def test_the_terminal_chat_forgets_undoes_and_erases_for_good_after_a_yes(
     assert "I've forgotten that detail" in out
     assert "12 Main St" in answers[0]  # the undo brought it back
     assert REMOVED_MARKER in answers[1]
-    assert "Erase these details for good" in out
+    assert "Erase these details for good" in done.stderr  # questions go to stderr
     assert "erased for good" in out
     assert needle_columns(database_url, "12 Main St") == {}
 
