@@ -27,6 +27,16 @@ included) mistakes the gap for something the user said."""
 SUMMARY_LABEL = "[Summary of our earlier conversation, made by memagent to save room]"
 """Heads every summary message, so no reader takes it for something the user typed."""
 
+SUMMARY_REMOVED = (
+    "This summary's content was removed at the user's request: it was made from messages "
+    "holding a detail they asked to forget. Ask the user again for anything you need from "
+    "that part of the conversation."
+)
+"""What a summary made from a forgotten or erased detail says instead (after the label).
+
+It has no quote marker in it (``REMOVED_MARKER``): nothing of the summary is left to
+point at, and ``last_forgotten_details`` must not take it for a partly edited message."""
+
 SUMMARY_PROMPT = """You condense the earlier part of a conversation between a user and \
 an assistant, so the assistant can carry on without the original messages. Keep every \
 fact the user stated about themselves or their task (names, numbers, dates, addresses, \

@@ -51,6 +51,7 @@ from agent.memory.updates import (
     load_rewind_target,
     rewind_update,
     root_config,
+    summaries_made_from,
 )
 from agent.model import load_model
 from agent.prompts import SYSTEM_PROMPT
@@ -190,9 +191,9 @@ async def aforget_details(
         await _require_thread(saver, thread_id)
         graph = await _state_graph(saver)
         state = await graph.aget_state(root_config(thread_id))
-        update = forget_details_update(
-            list(state.values.get("messages") or []), checked, clean_reason(reason)
-        )
+        messages = list(state.values.get("messages") or [])
+        summaries = await summaries_made_from(saver, thread_id, messages, checked)
+        update = forget_details_update(messages, checked, clean_reason(reason), summaries)
         config = await graph.aupdate_state(root_config(thread_id), update, as_node="apply_memory")
         await saver.arecord_audit(
             FORGOT_DETAIL.name,

@@ -38,6 +38,7 @@ from agent.memory.updates import (
     load_rewind_target,
     run_saver,
     run_thread_id,
+    summaries_made_from,
 )
 from agent.redaction import quote_pattern, scrub_message
 from agent.state import MemoryRequest
@@ -153,14 +154,21 @@ def create_forget_details_tool(*, description: str = FORGET_DETAILS_DESCRIPTION)
             return refusal
         try:
             saver = run_saver(runtime.config)
+            thread_id = run_thread_id(runtime.config)
             if for_good and not quotes:  # "erase it for good", just after forgetting it
-                quotes = await last_forgotten_details(saver, run_thread_id(runtime.config))
+                quotes = await last_forgotten_details(saver, thread_id)
             checked = check_quotes(quotes)
             messages = runtime.state.get("messages", []) if isinstance(runtime.state, dict) else []
             pattern = quote_pattern(checked)
-            # The calling message holds the quotes in its arguments; the rest must too.
-            said = [m for m in messages[:-1] if scrub_message(m, pattern) is not None]
-            if not said and not for_good:  # for good: older copies may still hold it
+            # The calling message holds the quotes in its arguments; the rest must too,
+            # or the messages a summary in the head was made from.
+            earlier = messages[:-1]
+            said = any(scrub_message(m, pattern) is not None for m in earlier)
+            if (  # for good: older copies may still hold it
+                not said
+                and not for_good
+                and not await summaries_made_from(saver, thread_id, earlier, checked)
+            ):
                 raise QuoteNotFoundError()
         except RequestError as error:
             return error.for_model()

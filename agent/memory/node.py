@@ -33,6 +33,7 @@ from agent.memory.updates import (
     rewind_update,
     run_saver,
     run_thread_id,
+    summaries_made_from,
 )
 from agent.prompts import ERASE_CONFIRMATION, ERASE_DECLINED, NOTHING_TO_COMPACT
 from agent.state import MemoryEvent, MemoryRequest, State
@@ -86,26 +87,28 @@ async def _apply_forget_details(
     For good, the run pauses (``interrupt``) showing what would be erased; only an
     explicit yes erases every stored copy (``aredact``). The head is then updated
     too, because the running graph still holds the conversation as it was and would
-    store it again.
+    store it again. Either way the head's summaries made from the detail become
+    markers; they are found before the erase, which scrubs what they were made from.
     """
     quotes = request.get("quotes") or []
     messages = list(state.get("messages") or [])
     reason = request.get("reason")
+    saver = run_saver(config)
+    thread_id = run_thread_id(config)
+    summaries = await summaries_made_from(saver, thread_id, messages, quotes)
     if not request.get("for_good"):
         try:
-            update = forget_details_update(messages, quotes, reason)
+            update = forget_details_update(messages, quotes, reason, summaries)
         except QuoteNotFoundError as error:
             return Applied(_reply(error.for_model()), FORGOT_DETAIL.name)
         return Applied(update, FORGOT_DETAIL.name, {"count": update["memory_event"]["count"]})
-    saver = run_saver(config)
-    thread_id = run_thread_id(config)
     if not confirmed(interrupt(erase_request(thread_id, quotes))):
         return Applied(_reply(ERASE_DECLINED), ERASE_OPERATION, {"confirmed": False})
     if not isinstance(saver, ThreadStore):
         raise NotPersistentError()
     rows = await saver.aredact(thread_id, quotes)
     try:
-        update = forget_details_update(messages, quotes, reason)
+        update = forget_details_update(messages, quotes, reason, summaries)
     except QuoteNotFoundError as error:
         if not any(rows.values()):
             return Applied(_reply(error.for_model()), ERASE_OPERATION, {"confirmed": True, **rows})

@@ -14,6 +14,8 @@ from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager, AbstractContextManager
 from typing import Any, Protocol, runtime_checkable
 
+from langchain_core.messages import BaseMessage
+
 from agent.memory.entries import TimelineEntry
 
 
@@ -31,6 +33,12 @@ class ThreadStore(Protocol):
 
     async def aturn_inputs(self, thread_id: str, checkpoint_ids: list[str]) -> dict[str, Any]:
         """The user message of each given turn point, by checkpoint id."""
+        ...
+
+    async def amessages_by_id(
+        self, thread_id: str, message_ids: Sequence[str]
+    ) -> list[BaseMessage]:
+        """Every stored version of the given messages (one per row), oldest row first."""
         ...
 
     async def ahead_id(self, thread_id: str) -> str | None:

@@ -11,9 +11,10 @@ checkpoint, because both go through the same node of the same graph shape
 from __future__ import annotations
 
 import time
+from collections.abc import Collection, Sequence
 from typing import Any
 
-from langchain_core.messages import AIMessage, AnyMessage, RemoveMessage, ToolMessage
+from langchain_core.messages import AIMessage, AnyMessage, BaseMessage, RemoveMessage, ToolMessage
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.constants import CONFIG_KEY_CHECKPOINTER
@@ -26,6 +27,14 @@ from agent.errors import (
     QuoteNotFoundError,
 )
 from agent.memory.events import FORGET, FORGOT_DETAIL, REWIND
+from agent.memory.store import ThreadStore
+from agent.memory.summary import (
+    is_removed_summary,
+    is_summary,
+    made_from,
+    removed_summary,
+    summary_covers,
+)
 from agent.memory.timeline import UNDO_LOOKBACK, read_timeline
 from agent.prompts import (
     ERASE_QUESTION,
@@ -134,20 +143,31 @@ def rewind_update(target: str, messages: list[AnyMessage]) -> dict[str, Any]:
 
 
 def forget_details_update(
-    messages: list[AnyMessage], quotes: list[str], reason: str | None = None
+    messages: list[AnyMessage],
+    quotes: list[str],
+    reason: str | None = None,
+    summaries: Collection[str] = (),
 ) -> dict[str, Any]:
     """The state update that replaces each quote by the marker in the conversation.
 
     Every message holding a quote (in its text, a tool result or a tool call's
     arguments) is replaced by a copy with the same id, so ``add_messages`` puts it
-    where the original was and the conversation keeps its shape; earlier checkpoints
-    keep the originals (undo by rewinding).
+    where the original was and the conversation keeps its shape; each summary made
+    from the detail (``summaries``, from ``summaries_made_from``) is replaced so by
+    its marker (``removed_summary``), as it may restate the detail in other words.
+    Earlier checkpoints keep the originals (undo by rewinding).
 
     Raises:
-        QuoteNotFoundError: No message holds any quote (nothing should be written).
+        QuoteNotFoundError: No message holds any quote and no summary was made from
+            one (nothing should be written).
     """
     pattern = quote_pattern(quotes)
-    changed = [new for message in messages if (new := scrub_message(message, pattern))]
+    changed: list[BaseMessage] = []
+    for message in messages:
+        if message.id in summaries and is_summary(message):
+            changed.append(removed_summary(message))
+        elif new := scrub_message(message, pattern):
+            changed.append(new)
     if not changed:
         raise QuoteNotFoundError()
     event: MemoryEvent = {
@@ -162,6 +182,36 @@ def forget_details_update(
         "memory_event": event,
         "memory_requests": None,
     }
+
+
+async def summaries_made_from(
+    saver: BaseCheckpointSaver[Any],
+    thread_id: str,
+    messages: Sequence[AnyMessage],
+    quotes: list[str],
+) -> set[str]:
+    """The ids of the head's summaries made from a message that held a quote.
+
+    A summary is made from a detail when any message it covers held a quote
+    (matched as ``agent.redaction`` matches), in any stored version: those messages
+    left the head when it was made, so their rows are read (``amessages_by_id``). A
+    saver that is not a ``ThreadStore`` cannot read them cheaply, so there every
+    summary in the head counts as made from the detail: a summary too many becomes a
+    marker (and comes back on undo), never one too few keeps the detail.
+    """
+    summaries = [m for m in messages if is_summary(m) and not is_removed_summary(m)]
+    if not summaries:
+        return set()
+    if not isinstance(saver, ThreadStore):
+        return {str(m.id) for m in summaries}
+    covered = sorted({id_ for m in summaries for id_ in summary_covers(m)})
+    pattern = quote_pattern(quotes)
+    held = {
+        str(m.id)
+        for m in await saver.amessages_by_id(thread_id, covered)
+        if scrub_message(m, pattern) is not None
+    }
+    return {str(m.id) for m in summaries if made_from(m, held)}
 
 
 async def last_forgotten_details(saver: BaseCheckpointSaver[Any], thread_id: str) -> list[str]:

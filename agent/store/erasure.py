@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from langgraph.checkpoint.serde.base import SerializerProtocol
 from psycopg import AsyncConnection
 from psycopg.rows import DictRow
 from psycopg.types.json import Jsonb
@@ -20,6 +21,7 @@ from agent.errors import PurgeRefusedError
 from agent.redaction import candidate_patterns, quote_pattern, scrub, scrub_typed
 from agent.store import sql
 from agent.store.messages import RANGES_TYPE, decode_ranges, encode_ranges
+from agent.store.summary_erasure import SUMMARY_LIKE, find_summary_markers
 
 Connection = AsyncConnection[DictRow]
 
@@ -117,7 +119,9 @@ class Redaction:
     replaced: dict[int, int] = field(default_factory=dict)
 
 
-async def redact(conn: Connection, thread_id: str, quotes: Sequence[str]) -> Redaction:
+async def redact(
+    conn: Connection, thread_id: str, quotes: Sequence[str], *, serde: SerializerProtocol
+) -> Redaction:
     """Replaces the quotes by the marker in every stored copy of a thread, at once.
 
     One transaction covers every checkpoint of every branch and namespace: the
@@ -125,13 +129,16 @@ async def redact(conn: Connection, thread_id: str, quotes: Sequence[str]) -> Red
     ``checkpoint_writes`` and the message rows. A changed message gets a new row
     under a new number (see ``agent.store.messages``) and every range list that
     named the old row is rewritten to name the new one, so checkpoint and message
-    ids stay as they were and every checkpoint still loads.
+    ids stay as they were and every checkpoint still loads. A summary made from a
+    message that held a quote, which may restate it in other words, becomes the
+    summary marker in every copy (``agent.store.summary_erasure``).
 
     Args:
         conn: A connection of the saver's pool.
         thread_id: The thread.
         quotes: Checked quotes (``agent.validation.check_quotes``), matched
             case-insensitively.
+        serde: The saver's serializer, for the stored values that hold summaries.
     """
     pattern = quote_pattern(quotes)
     binary, text = candidate_patterns(quotes)
@@ -149,16 +156,19 @@ async def redact(conn: Connection, thread_id: str, quotes: Sequence[str]) -> Red
     replaced = result.replaced
     async with conn.transaction():
         rows = await (await conn.execute(sql.REDACT_SELECT_MESSAGES, params)).fetchall()
-        changed = [
-            (row, blob)
+        changed = {
+            row["seq"]: (row, blob)
             for row in rows
             if (blob := scrub_typed(row["type"], row["blob"], pattern)) is not None
-        ]
+        }
+        erased_ids = {row["message_id"] for row, _ in changed.values()}
+        summaries = await find_summary_markers(conn, serde, thread_id, erased_ids)
+        changed.update(summaries.rows)
         if changed:
             cur = await conn.execute(sql.RESERVE_MESSAGE_SEQS, (thread_id, len(changed)))
             last = (await cur.fetchone() or {"last_seq": 0})["last_seq"]
             new_rows = []
-            for offset, (row, blob) in enumerate(changed):
+            for offset, (row, blob) in enumerate(changed.values()):
                 seq = last - len(changed) + 1 + offset
                 replaced[row["seq"]] = seq
                 new_rows.append((thread_id, seq, row["message_id"], row["type"], blob))
@@ -178,13 +188,21 @@ async def redact(conn: Connection, thread_id: str, quotes: Sequence[str]) -> Red
             seqs = [replaced.get(seq, seq) for seq in decode_ranges(row["blob"])]
             key = (thread_id, row["checkpoint_ns"], row["channel"], row["version"])
             blob_updates.append((encode_ranges(seqs), *key))
-        for row in await (await conn.execute(sql.REDACT_SELECT_BLOBS, params)).fetchall():
-            if (blob := scrub_typed(row["type"], row["blob"], pattern)) is not None:
+        # Values that hold a quote or, when there are markers to put in, a summary.
+        values = {**params, "binary": [*binary, SUMMARY_LIKE]} if summaries.by_id else params
+
+        def rewritten(row: DictRow) -> bytes | None:
+            swapped = summaries.replace(row["type"], row["blob"])
+            scrubbed = scrub_typed(row["type"], swapped or row["blob"], pattern)
+            return scrubbed or swapped
+
+        for row in await (await conn.execute(sql.REDACT_SELECT_BLOBS, values)).fetchall():
+            if (blob := rewritten(row)) is not None:
                 key = (thread_id, row["checkpoint_ns"], row["channel"], row["version"])
                 blob_updates.append((blob, *key))
         write_updates = []
-        for row in await (await conn.execute(sql.REDACT_SELECT_WRITES, params)).fetchall():
-            if (blob := scrub_typed(row["type"], row["blob"], pattern)) is not None:
+        for row in await (await conn.execute(sql.REDACT_SELECT_WRITES, values)).fetchall():
+            if (blob := rewritten(row)) is not None:
                 key = (row["checkpoint_ns"], row["checkpoint_id"], row["task_id"], row["idx"])
                 write_updates.append((blob, thread_id, *key))
         checkpoint_updates = []

@@ -467,6 +467,24 @@ class MemagentSaver(AsyncPostgresSaver):
         async with self.conn.connection() as conn:
             return await history.timeline(conn, self.serde, thread_id, limit)
 
+    async def amessages_by_id(
+        self, thread_id: str, message_ids: Sequence[str]
+    ) -> list[BaseMessage]:
+        """Every stored version of the given messages (one per row), oldest row first.
+
+        For what a summary covers, which is no longer in the head: whether any version
+        of a covered message held a detail the user forgets. Decoded fresh, not cached:
+        it runs once per forget, not per turn.
+        """
+        check_thread_id(thread_id)
+        if not message_ids:
+            return []
+        async with self._connection() as conn:
+            cur = await conn.execute(sql.SELECT_MESSAGES_BY_ID, (thread_id, list(message_ids)))
+            rows = await cur.fetchall()
+        decoded = await self._decode_rows(rows)
+        return [decoded[row["seq"]] for row in rows]
+
     async def ahead_id(self, thread_id: str) -> str | None:
         """The id of the thread's head (newest root checkpoint); one index entry, no state."""
         check_thread_id(thread_id)
@@ -546,7 +564,7 @@ class MemagentSaver(AsyncPostgresSaver):
         """
         check_thread_id(thread_id)
         async with self.conn.connection() as conn:
-            done = await erasure.redact(conn, thread_id, quotes)
+            done = await erasure.redact(conn, thread_id, quotes, serde=self.serde)
         # A running turn may still hold a message as it was; matched against a replaced
         # row it would be stored as a reference to that (now deleted) row.
         self._messages.forget_rows(thread_id, done.replaced)

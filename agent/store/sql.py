@@ -235,6 +235,16 @@ SELECT_MESSAGES_BY_SEQ = """
 SELECT seq, type, blob FROM memagent_messages WHERE thread_id = %s AND seq = ANY(%s)
 """
 
+# What a summary covers has left the head, so finding whether a covered message held a
+# forgotten detail takes its stored versions: every row under its id (a message
+# replaced under its id, by a soft forget say, has one row per version). By the
+# (thread_id, message_id) index.
+SELECT_MESSAGES_BY_ID = """
+SELECT seq, type, blob FROM memagent_messages
+WHERE thread_id = %s AND message_id = ANY(%s)
+ORDER BY seq
+"""
+
 # Redact rewrites every stored copy of a thread in place, in one transaction: the
 # library has no way to change a stored value, and a quote may sit in any of them
 # (message rows, older releases' message blobs, other channels such as the memory
@@ -290,6 +300,15 @@ WHERE thread_id = %s AND checkpoint_ns = %s AND checkpoint_id = %s AND task_id =
 REDACT_SELECT_MESSAGES = """
 SELECT seq, message_id, type, blob FROM memagent_messages
 WHERE thread_id = %(thread_id)s AND lower(encode(blob, 'escape')) LIKE ANY(%(binary)s)
+FOR UPDATE
+"""
+# The summary rows of a thread (``agent.memory.summary``: the ``additional_kwargs`` key
+# is in every summary's blob, as UTF-8), for redact to find those made from a message
+# it erases: a summary may restate the detail in other words, so the quote's LIKE
+# would not find it. Python decodes the candidates and reads their covers.
+REDACT_SELECT_SUMMARY_MESSAGES = """
+SELECT seq, message_id, type, blob FROM memagent_messages
+WHERE thread_id = %(thread_id)s AND encode(blob, 'escape') LIKE %(summary)s
 FOR UPDATE
 """
 # A message row never changes under its number (other processes cache decoded rows by
