@@ -61,11 +61,12 @@ from agent.errors import (
     ThreadNotFoundError,
     one_line,
 )
+from agent.memory.summary import is_summary
 from agent.memory.timeline import MAX_TIMELINE_LIMIT
 from agent.presentation import json_default, shown_messages
 from agent.session import ChatSession, new_thread_id
 from agent.settings import Settings
-from agent.validation import check_thread_id
+from agent.validation import check_thread_id, parse_checkpoint_id
 from tools import admin
 
 logger = logging.getLogger(__name__)
@@ -244,6 +245,25 @@ async def conversation(request: Request) -> Response:
     )
 
 
+@json_errors
+async def summary(request: Request) -> Response:
+    """The summary a compaction put in the head, for its entry in the tree.
+
+    Read from the checkpoint the compaction wrote (``checkpoint``), so a summary that was
+    later compacted again, or set aside by a rewind, still shows as it was.
+    """
+    thread_id = await _thread(request, request.query_params.get("thread"))
+    checkpoint_id = parse_checkpoint_id(request.query_params.get("checkpoint") or "")
+    session = _session(request)
+    state = await session.graph.aget_state(
+        {"configurable": {"thread_id": thread_id, "checkpoint_id": checkpoint_id}}
+    )
+    found = next((m for m in state.values.get("messages", []) if is_summary(m)), None)
+    if found is None:
+        raise WebError(404, "That point of the thread holds no summary.")
+    return _json({"thread_id": thread_id, "checkpoint_id": checkpoint_id, "text": found.text})
+
+
 def _line(data: dict[str, Any]) -> bytes:
     return (json.dumps(data) + "\n").encode()
 
@@ -403,6 +423,7 @@ API_ROUTES = [
     _route("/api/threads", list_threads),
     _route("/api/threads", create_thread, "POST"),
     _route("/api/conversation", conversation),
+    _route("/api/summary", summary),
     _route("/api/chat", chat, "POST"),
     _route("/api/forget", forget, "POST"),
     _route("/api/rewind", rewind, "POST"),

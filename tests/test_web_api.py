@@ -331,3 +331,34 @@ async def test_a_refused_detail_request_says_why_and_changes_nothing(
         assert "Traceback" not in error and "\n" not in error
         assert await shown(client, "t") == conversation
     assert (await admin.atree(saver, "t"), needle_columns(database_url, ADDRESS)) == before
+
+
+async def test_compact_summarises_shows_its_summary_and_undo_brings_the_turns_back(
+    settings: Settings,
+) -> None:
+    async with web_client() as client:
+        for text in ("my name is Ada", "my city is Paris", "what is my name?"):
+            await chat(client, "t", text)
+        before = texts(await shown(client, "t"))
+
+        compacted = await client.post("/api/compact", json={"thread": "t"})
+        assert compacted.status_code == 200, compacted.text
+        assert compacted.json()["replaced"] >= 4
+        after = await shown(client, "t")
+        assert after["messages"][0]["role"] == "summary"
+        newest = after["tree"]["entries"][0]
+        assert newest["kind"] == "compact" and newest["symbol"] == "≡"
+        assert "compacted" in newest["label"] and newest["undo"]
+
+        summary = await client.get(
+            "/api/summary", params={"thread": "t", "checkpoint": newest["checkpoint_id"]}
+        )
+        assert summary.status_code == 200, summary.text
+        assert "my name is Ada" in summary.json()["text"]
+        no_summary = await client.get(
+            "/api/summary", params={"thread": "t", "checkpoint": newest["parent_id"]}
+        )
+        assert no_summary.status_code == 404
+
+        assert (await client.post("/api/undo", json={"thread": "t"})).status_code == 200
+        assert texts(await shown(client, "t"))[:-1] == before  # then the undo's confirmation

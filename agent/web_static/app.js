@@ -222,6 +222,23 @@ function pointRow(node, isCurrent, turns) {
   target.append(el("span", "label", label));
   target.addEventListener("click", () => act(() => rewindTo(node.checkpoint_id)));
   row.append(target);
+  if (node.kind === "compact") {
+    // The summary itself is content, so the tree does not carry it: fetched on demand.
+    const show = el("button", "small", "summary");
+    show.type = "button";
+    show.title = "Show the summary this compaction made";
+    const text = el("div", "summary-text muted", "");
+    text.hidden = true;
+    show.addEventListener("click", () => act(async () => {
+      if (text.hidden && !text.textContent) {
+        const query = `thread=${encodeURIComponent(view.thread)}&checkpoint=${encodeURIComponent(node.checkpoint_id)}`;
+        text.textContent = (await api("GET", `api/summary?${query}`)).text;
+      }
+      text.hidden = !text.hidden;
+    }));
+    row.append(show);
+    row.append(text);
+  }
   if (node.undo) {
     const undo = el("button", "small", "undo");
     undo.type = "button";
