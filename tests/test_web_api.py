@@ -218,7 +218,9 @@ async def test_with_auth_on_each_user_gets_only_their_threads(
         assert forged.status_code == 401
 
         alice = as_user("alice")
-        thread = (await client.post("/memagent/api/threads", json={}, headers=alice)).json()["thread_id"]
+        thread = (await client.post("/memagent/api/threads", json={}, headers=alice)).json()[
+            "thread_id"
+        ]
         assert thread.startswith("alice:")
         sent = await client.post(
             "/memagent/api/chat", json={"thread": thread, "text": "my name is Ada"}, headers=alice
