@@ -327,6 +327,38 @@ def test_with_auth_on_the_page_asks_for_a_token(
         assert (thread.get_attribute("title") or "").startswith("alice:")
 
 
+def test_the_page_works_at_localhost_and_another_origin_changes_nothing(
+    web_server: WebServer, browser: WebDriver
+) -> None:
+    """From ``http://localhost:PORT`` the page works; from there, ``127.0.0.1:PORT`` is
+    another origin, so the browser's own cross-site simple POSTs to it are refused."""
+    at_localhost = web_server.url.replace("127.0.0.1", "localhost")
+    browser.get(at_localhost)
+    wait_for(browser, "the page", lambda d: "offline" in d.find_element(By.ID, "info").text)
+    say(browser, "my name is Ada")
+    thread = browser.execute_script("return view.thread")
+    statuses = browser.execute_async_script(
+        """
+        const [base, thread, done] = arguments;
+        const post = (path, body, mode) => fetch(base + path, {
+          method: "POST", mode, body: JSON.stringify(body),
+          headers: {"Content-Type": "text/plain"},
+        }).then((r) => r.status, () => "blocked");
+        Promise.all([
+          post("api/forget", {thread}, "no-cors"),
+          post("api/chat", {thread, text: "injected"}, "no-cors"),
+          post("api/forget", {thread}, "cors"),
+        ]).then(done);
+        """,
+        web_server.url,
+        thread,
+    )
+    assert statuses == [0, 0, "blocked"]  # opaque answers, and a CORS failure
+    browser.refresh()
+    wait_for(browser, "the conversation", lambda d: len(messages(d)) == 2)
+    assert messages(browser)[0] == "my name is Ada"
+
+
 def test_ctrl_c_stops_memagent_web_cleanly(web_server: WebServer) -> None:
     web_server.process.send_signal(signal.SIGINT)
     assert web_server.process.wait(WEB_STOP_SECONDS) == 0
