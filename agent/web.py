@@ -13,6 +13,10 @@ The same app runs in two places:
   lifespan from the same settings as the server's checkpointer, so both use the same
   database.
 
+In both, ``agent.web_guard.PageGuard`` answers only the page itself: another site's
+request, a rebound host name or a change without a JSON body gets a 403 before any
+route runs.
+
 With ``MEMAGENT_AUTH=true`` the API needs the server's bearer tokens (``agent.auth``).
 The page itself holds no data and stays open, since a browser cannot send a header
 when it opens an address; it asks for the token when the API answers 401. Each user
@@ -501,7 +505,8 @@ async def serve(host: str, port: int, *, echo: Callable[[str], None] = print) ->
     database is the caller's one-line error rather than a failed ASGI startup.
     uvicorn ends by re-raising the SIGINT or SIGTERM it caught, which would skip
     closing the pool and letting the embedded PostgreSQL stop; a no-op handler takes
-    that re-raised signal so the shutdown finishes here.
+    that re-raised signal so the shutdown finishes here. ``host`` is served by name
+    as well as by address; one that is not loopback gets a warning while auth is off.
     """
     sock = listen(host, port)
     with sock:
