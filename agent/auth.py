@@ -227,33 +227,44 @@ def _unauthorized(detail: str) -> Auth.exceptions.HTTPException:
     )
 
 
-@auth.authenticate
-async def authenticate(authorization: str | None) -> Auth.types.MinimalUserDict:
-    """Turns the ``Authorization`` header into the requesting user.
+async def bearer_user(authorization: str | None, settings: Settings) -> str:
+    """The user an ``Authorization`` header names: the one check of the server and the page.
 
-    Settings are read per request (a cheap environment lookup) so that what the server
-    enforces is always what its environment says.
+    Both call this, so the same header gets the same status and the same sentence
+    from either.
 
     Raises:
-        Auth.exceptions.HTTPException: 401 when auth is on and the token is missing or
-            not valid (the detail says why, e.g. "Signature has expired"); 503 when
-            the identity provider's keys cannot be fetched.
+        Auth.exceptions.HTTPException: 401 when the token is missing or not valid (the
+            detail says why, e.g. "Signature has expired"); 503 when the identity
+            provider's keys cannot be fetched or none of them is usable.
     """
-    settings = Settings.from_env()
-    if not settings.auth_enabled:
-        return {"identity": ANONYMOUS, "is_authenticated": True}
     scheme, _, token = (authorization or "").partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
-        raise _unauthorized("Send 'Authorization: Bearer <token>'.")
+        raise _unauthorized("Sign in: send 'Authorization: Bearer <token>'.")
     try:
-        user_id = await verify_token(token.strip(), settings)
+        return await verify_token(token.strip(), settings)
     except (jwt.PyJWKClientConnectionError, jwt.PyJWKSetError):
         raise Auth.exceptions.HTTPException(
             status_code=503, detail="The identity provider's signing keys are unavailable."
         ) from None
     except (jwt.InvalidTokenError, jwt.PyJWKClientError) as error:
         raise _unauthorized(f"Invalid token: {error}") from None
-    return {"identity": user_id, "is_authenticated": True}
+
+
+@auth.authenticate
+async def authenticate(authorization: str | None) -> Auth.types.MinimalUserDict:
+    """Turns the ``Authorization`` header into the requesting user (see ``bearer_user``).
+
+    Settings are read per request (a cheap environment lookup) so that what the server
+    enforces is always what its environment says.
+
+    Raises:
+        Auth.exceptions.HTTPException: With auth on, as ``bearer_user`` does.
+    """
+    settings = Settings.from_env()
+    if not settings.auth_enabled:
+        return {"identity": ANONYMOUS, "is_authenticated": True}
+    return {"identity": await bearer_user(authorization, settings), "is_authenticated": True}
 
 
 @auth.on

@@ -13,6 +13,10 @@ The same app runs in two places:
   lifespan from the same settings as the server's checkpointer, so both use the same
   database.
 
+In both, ``agent.web_guard.PageGuard`` answers only the page itself: another site's
+request, a rebound host name or a change without a JSON body gets a 403 before any
+route runs.
+
 With ``MEMAGENT_AUTH=true`` the API needs the server's bearer tokens (``agent.auth``).
 The page itself holds no data and stays open, since a browser cannot send a header
 when it opens an address; it asks for the token when the API answers 401. Each user
@@ -36,11 +40,11 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-import jwt
 import psycopg
 import psycopg_pool
 import uvicorn
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import (
     FileResponse,
@@ -67,6 +71,7 @@ from agent.presentation import json_default, shown_messages
 from agent.session import ChatSession, new_thread_id
 from agent.settings import Settings
 from agent.validation import check_thread_id, parse_checkpoint_id
+from agent.web_guard import PageGuard, is_loopback
 from tools import admin
 
 logger = logging.getLogger(__name__)
@@ -157,20 +162,17 @@ def _text_field(data: dict[str, Any], name: str, *, required: bool = True) -> st
 async def _user(request: Request) -> str | None:
     """The requesting user under ``MEMAGENT_AUTH=true`` (``None`` with auth off).
 
-    The same tokens and secret as the server's ``agent.auth``, checked per request
-    so the setting in force is the environment's.
+    The server's own check (``agent.auth.bearer_user``), so a token gets the same
+    answer, status and sentence, from the page as from the server. Settings are read
+    per request so the setting in force is the environment's.
     """
-    if not Settings.from_env().auth_enabled:
+    settings = Settings.from_env()
+    if not settings.auth_enabled:
         return None
-    scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        raise WebError(401, "Sign in: this server needs a token (Authorization: Bearer <token>).")
     try:
-        return await auth.verify_token(token, Settings.from_env())
-    except jwt.PyJWKClientError:
-        raise WebError(503, "The identity provider's keys could not be fetched.") from None
-    except jwt.InvalidTokenError as error:
-        raise WebError(401, f"That token is not valid on this server: {error}") from None
+        return await auth.bearer_user(request.headers.get("authorization"), settings)
+    except auth.Auth.exceptions.HTTPException as refused:
+        raise WebError(refused.status_code, refused.detail) from None
 
 
 async def _thread(request: Request, thread_id: Any) -> str:
@@ -434,14 +436,25 @@ API_ROUTES = [
 ]
 
 
-def create_app(open_session: SessionOpener = ChatSession.open, *, prefix: str = "") -> Starlette:
-    """The web app: the page and its API under ``prefix``.
+def create_app(
+    open_session: SessionOpener = ChatSession.open,
+    *,
+    prefix: str = "",
+    hosts: tuple[str, ...] = (),
+) -> Starlette:
+    """The web app: the page and its API under ``prefix``, behind ``PageGuard``.
+
+    The guard wraps the mount rather than the app: in ``langgraph dev`` this app
+    becomes the server's, and app-wide middleware would also guard the server's own
+    API, which Studio calls from its own origin.
 
     Args:
         open_session: Opens the session (database, model, graph) for the app's
             lifetime.
         prefix: Where the page lives, e.g. ``/memagent`` in ``langgraph dev``; empty
             for the root.
+        hosts: Names the page is served under besides the loopback ones and the
+            address a request arrived at (``memagent web --host``).
     """
 
     @asynccontextmanager
@@ -456,9 +469,10 @@ def create_app(open_session: SessionOpener = ChatSession.open, *, prefix: str = 
         *API_ROUTES,
         Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
     ]
+    guarded = Mount(prefix, routes=routes, middleware=[Middleware(PageGuard, hosts=hosts)])
     if prefix:
-        routes = [_route(prefix, to_page), Mount(prefix, routes=routes)]
-    return Starlette(routes=routes, lifespan=lifespan)
+        return Starlette(routes=[_route(prefix, to_page), guarded], lifespan=lifespan)
+    return Starlette(routes=[guarded], lifespan=lifespan)
 
 
 app = create_app(prefix=SERVER_PREFIX)
@@ -495,7 +509,8 @@ async def serve(host: str, port: int, *, echo: Callable[[str], None] = print) ->
     database is the caller's one-line error rather than a failed ASGI startup.
     uvicorn ends by re-raising the SIGINT or SIGTERM it caught, which would skip
     closing the pool and letting the embedded PostgreSQL stop; a no-op handler takes
-    that re-raised signal so the shutdown finishes here.
+    that re-raised signal so the shutdown finishes here. ``host`` is served by name
+    as well as by address; one that is not loopback gets a warning while auth is off.
     """
     sock = listen(host, port)
     with sock:
@@ -510,10 +525,17 @@ async def serve(host: str, port: int, *, echo: Callable[[str], None] = print) ->
                 echo(f"memagent web  http://{shown_host}:{bound_port}/")
                 echo(f"  model: {session.model_label}")
                 echo(f"  database: {session.database_label}")
+                if not is_loopback(bound_host) and not Settings.from_env().auth_enabled:
+                    echo(
+                        f"  Warning: auth is off and {shown_host} is reachable from the "
+                        "network, so anyone there can read and change every conversation "
+                        "(set MEMAGENT_AUTH=true, see the README)."
+                    )
                 echo("  Ctrl-C stops it.")
                 yield session
 
-            config = uvicorn.Config(create_app(already_open), log_level="warning")
+            app = create_app(already_open, hosts=(host,))
+            config = uvicorn.Config(app, log_level="warning")
             previous = {sig: signal.signal(sig, _ignore) for sig in STOP_SIGNALS}
             try:
                 await uvicorn.Server(config).serve(sockets=[sock])

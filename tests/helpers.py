@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import re
+import signal
 import socket
 import subprocess
 import sys
@@ -22,8 +25,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import httpx
 import jwt
 import psycopg
+import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from jwt.algorithms import RSAAlgorithm
@@ -445,17 +450,25 @@ class IdentityProvider:
         )
 
 
+NO_KEYS_PATH = "/no-keys/jwks.json"
+"""Where ``serving_jwks`` publishes a key set without a single key."""
+
+
 @contextmanager
 def serving_jwks() -> Iterator[IdentityProvider]:
-    """Serves ``/.well-known/jwks.json`` with one fresh RS256 public key until exit."""
+    """Serves ``/.well-known/jwks.json`` with one fresh RS256 public key until exit
+    (and ``NO_KEYS_PATH``, an empty key set)."""
     key = new_rsa_key()
     jwk = RSAAlgorithm.to_jwk(key.public_key(), as_dict=True)
     jwk.update(kid="key-1", alg="RS256", use="sig")
     body = json.dumps({"keys": [jwk]}).encode()
 
+    published = {"/.well-known/jwks.json": body, NO_KEYS_PATH: json.dumps({"keys": []}).encode()}
+
     class JwksHandler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
-            if self.path != "/.well-known/jwks.json":
+            body = published.get(self.path)
+            if body is None:
                 self.send_error(404)
                 return
             self.send_response(200)
@@ -477,3 +490,128 @@ def serving_jwks() -> Iterator[IdentityProvider]:
         server.shutdown()
         server.server_close()
         thread.join()
+
+
+# --- the web page: `memagent web` running, and what other sites could send it ---------
+
+MEMAGENT = Path(sys.executable).parent / "memagent"
+WEB_START_SECONDS = 60.0
+WEB_STOP_SECONDS = 20.0
+_URL_LINE = re.compile(r"memagent web\s+(http://\S+)")
+_BANNER_END = "Ctrl-C stops it."
+"""The last line ``memagent web`` prints before it serves."""
+
+
+@dataclass
+class WebServer:
+    """A running ``memagent web`` and everything it printed so far."""
+
+    url: str
+    process: subprocess.Popen[str]
+    output: list[str]
+
+
+def _collect(process: subprocess.Popen[str], lines: list[str], announced: threading.Event) -> None:
+    assert process.stdout is not None
+    for line in process.stdout:
+        lines.append(line)
+        if _BANNER_END in line:
+            announced.set()
+    announced.set()  # the process ended: stop waiting
+
+
+@contextmanager
+def running_web(database_url: str, home: Path, *args: str, **settings: str) -> Iterator[WebServer]:
+    """``memagent web ARGS...`` on ``database_url``; stopped with Ctrl-C (SIGINT) afterwards."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MEMAGENT_", "OPENAI_"))}
+    env.update(
+        DATABASE_URL=database_url,
+        MEMAGENT_MODEL="offline",
+        MEMAGENT_HOME=str(home),
+        PYTHONUNBUFFERED="1",
+        **settings,
+    )
+    process = subprocess.Popen(
+        [str(MEMAGENT), "web", *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    lines: list[str] = []
+    announced = threading.Event()
+    threading.Thread(target=_collect, args=(process, lines, announced), daemon=True).start()
+    try:
+        announced.wait(WEB_START_SECONDS)
+        found = next((m for line in lines if (m := _URL_LINE.search(line))), None)
+        if found is None:
+            pytest.fail("memagent web printed no address:\n" + "".join(lines))
+        yield WebServer(found.group(1), process, lines)
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGINT)
+            try:
+                process.wait(WEB_STOP_SECONDS)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+STATE_CHANGING_ENDPOINTS = (
+    "/api/chat",
+    "/api/forget",
+    "/api/rewind",
+    "/api/undo",
+    "/api/forget-detail",
+    "/api/erase",
+    "/api/threads",
+)
+"""Every endpoint of the page's API that changes something (all ``POST``)."""
+
+FOREIGN_ORIGINS = ("http://evil.example", "null")
+"""What a browser sends as ``Origin`` from another site, and from a sandboxed frame or file."""
+
+REBOUND_NAME = "rebind.attacker.example"
+"""A name a DNS-rebinding page points at 127.0.0.1."""
+
+
+def working_body(endpoint: str, thread_id: str, checkpoint_id: str, quote: str) -> dict[str, str]:
+    """A body ``endpoint`` carries out on ``thread_id``: what an attacker would send.
+
+    Each one works when sent as the page sends it, so a refusal is the guard's doing.
+    """
+    bodies = {
+        "/api/chat": {"thread": thread_id, "text": "injected by another site"},
+        "/api/forget": {"thread": thread_id},
+        "/api/rewind": {"thread": thread_id, "checkpoint_id": checkpoint_id},
+        "/api/undo": {"thread": thread_id},
+        "/api/forget-detail": {"thread": thread_id, "quote": quote},
+        "/api/erase": {"thread": thread_id, "quote": quote},
+        "/api/threads": {},
+    }
+    return bodies[endpoint]
+
+
+def simple_cross_site_post(url: str, body: dict[str, str], origin: str) -> httpx.Response:
+    """What a page on ``origin`` can send without a CORS preflight: JSON as ``text/plain``."""
+    return httpx.post(
+        url,
+        content=json.dumps(body),
+        headers={"Origin": origin, "Content-Type": "text/plain;charset=UTF-8"},
+        timeout=30,
+    )
+
+
+def assert_refused(response: httpx.Response) -> str:
+    """The response is a 403 with the page's one-sentence JSON error; returns the error."""
+    assert response.status_code == 403, (response.status_code, response.text)
+    error = response.json()["error"]
+    assert isinstance(error, str) and error.startswith("Refused: ")
+    assert "\n" not in error and "Traceback" not in error
+    return error
+
+
+def stored_state(database_url: str, thread_id: str) -> tuple[Any, ...]:
+    """A thread's rows byte for byte, its audit entries, and every thread table's count."""
+    audit = rows(database_url, "SELECT * FROM memagent_audit WHERE thread_id = %s", thread_id)
+    return raw_rows(database_url, thread_id), audit, table_counts(database_url)

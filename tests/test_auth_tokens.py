@@ -1,7 +1,8 @@
 """Server tokens: what ``agent.auth`` accepts, what it refuses, and how tokens are issued.
 
 No database: these call ``authenticate`` (the server's auth hook) directly, with the
-settings in the environment as the server reads them. The identity-provider cases
+settings in the environment as the server reads them, and the web page's API in
+process, which must answer every bad token as the server does. The identity-provider cases
 run against a real JWKS endpoint, a local HTTP server this module starts on
 127.0.0.1 with an RSA key generated here.
 """
@@ -16,14 +17,17 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import httpx
 import jwt
 import pytest
 
 from agent import auth as memagent_auth
 from agent.settings import Settings, SettingsError
+from agent.web import create_app
 from tests.helpers import (
     AUDIENCE,
     ISSUER,
+    NO_KEYS_PATH,
     IdentityProvider,
     claims,
     new_rsa_key,
@@ -348,3 +352,86 @@ async def test_unreachable_provider_is_503(
         MEMAGENT_AUTH_AUDIENCE=AUDIENCE,
     )
     assert await status_of(provider.sign(claims())) == 503
+
+
+async def test_no_usable_provider_key_is_503(
+    provider: IdentityProvider, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A provider that publishes an empty key set is the server's problem too: 503."""
+    no_keys = provider.jwks_url.replace("/.well-known/jwks.json", NO_KEYS_PATH)
+    use_env(
+        monkeypatch,
+        MEMAGENT_AUTH_JWKS_URL=no_keys,
+        MEMAGENT_AUTH_ISSUER=ISSUER,
+        MEMAGENT_AUTH_AUDIENCE=AUDIENCE,
+    )
+    assert await status_of(provider.sign(claims())) == 503
+
+
+# --- the web page checks tokens as the server does -------------------------------------
+
+
+async def server_answer(header: str | None) -> tuple[int, str]:
+    """The server's status and detail for an ``Authorization`` header (200 if accepted)."""
+    try:
+        await memagent_auth.authenticate(header)
+    except memagent_auth.Auth.exceptions.HTTPException as error:
+        return error.status_code, str(error.detail)
+    return 200, ""
+
+
+async def page_answer(header: str | None) -> tuple[int, str]:
+    """The web page's status and error for the same header, from its API.
+
+    The app's session is never opened: the page checks the token before it needs one,
+    so this needs no database.
+    """
+    app = create_app()
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
+        response = await client.get("/api/threads", headers={"Authorization": header or ""})
+    return response.status_code, str(response.json()["error"])
+
+
+PAGE_CASES: dict[str, tuple[str, Callable[[IdentityProvider], str | None], int]] = {
+    # case: (mode, the Authorization header, the status both answer)
+    "no header": ("secret", lambda p: None, 401),
+    "another scheme": ("secret", lambda p: f"Basic {memagent_auth.issue_token('a', SECRET)}", 401),
+    "garbage": ("secret", lambda p: "Bearer x.y", 401),
+    "wrong secret": ("secret", lambda p: f"Bearer {memagent_auth.issue_token('a', 's' * 40)}", 401),
+    "alg none": ("secret", lambda p: f"Bearer {unsigned(claims(iss=None, aud=None))}", 401),
+    "unknown kid": (
+        "provider",
+        lambda p: f"Bearer {p.sign(claims(), key=new_rsa_key(), kid='key-2')}",
+        401,
+    ),
+    "wrong audience": ("provider", lambda p: f"Bearer {p.sign(claims(aud='other'))}", 401),
+    "provider unreachable": ("unreachable", lambda p: f"Bearer {p.sign(claims())}", 503),
+    "provider without keys": ("no keys", lambda p: f"Bearer {p.sign(claims())}", 503),
+}
+
+
+@pytest.mark.parametrize("case", sorted(PAGE_CASES))
+async def test_the_page_and_the_server_answer_a_bad_token_alike(
+    case: str, provider: IdentityProvider, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same status and the same sentence, whichever of the two is asked."""
+    mode, header_of, status = PAGE_CASES[case]
+    jwks_url = {
+        "provider": provider.jwks_url,
+        "unreachable": provider.jwks_url.replace("/.well-known/jwks.json", "/nothing"),
+        "no keys": provider.jwks_url.replace("/.well-known/jwks.json", NO_KEYS_PATH),
+    }
+    if mode == "secret":
+        use_env(monkeypatch, MEMAGENT_AUTH_SECRET=SECRET)
+    else:
+        use_env(
+            monkeypatch,
+            MEMAGENT_AUTH_JWKS_URL=jwks_url[mode],
+            MEMAGENT_AUTH_ISSUER=ISSUER,
+            MEMAGENT_AUTH_AUDIENCE=AUDIENCE,
+        )
+    header = header_of(provider)
+    server = await server_answer(header)
+    assert server[0] == status, server
+    assert await page_answer(header) == server

@@ -42,15 +42,22 @@ from agent.checkpointer import MemagentSaver, open_saver
 from agent.model import OFFLINE_LABEL
 from agent.prompts import ERASE_CONFIRMATION, ERASE_DECLINED, ERASE_QUESTION, REMOVED_MARKER
 from tests.helpers import (
+    FOREIGN_ORIGINS,
     PROJECT,
+    REBOUND_NAME,
+    STATE_CHANGING_ENDPOINTS,
     THREAD_TABLES,
+    assert_refused,
     claims,
     free_port,
     fresh_database,
     needle_columns,
     rows,
     serving_jwks,
+    simple_cross_site_post,
+    stored_state,
     thread_rows,
+    working_body,
 )
 
 LANGGRAPH = Path(sys.executable).parent / "langgraph"
@@ -838,6 +845,138 @@ def test_the_web_page_in_the_server_takes_the_same_tokens(auth_server: Server) -
     )
     assert mine.status_code == 200
     assert mine.json() == {"threads": []}
+
+
+# --- who may call the mounted page, and the server's CORS (issue 19) --------------------
+
+STUDIO = "https://smith.langchain.com"
+PAGE_ADDRESS = "Elm-guard 12 Main St"
+
+
+@dataclass
+class PageThread:
+    """A conversation made through the server's page, the attacks' target."""
+
+    server: Server
+    thread_id: str
+    checkpoint_id: str
+
+    def url(self, path: str, host: str = "127.0.0.1") -> str:
+        port = self.server.url.rsplit(":", 1)[1]
+        return f"http://{host}:{port}/memagent{path}"
+
+
+def page_say(url: str, thread_id: str, text: str, **headers: str) -> None:
+    """One turn through the page's API (JSON, as the page or a script sends it)."""
+    sent = httpx.post(url, json={"thread": thread_id, "text": text}, headers=headers, timeout=60)
+    assert sent.status_code == 200, sent.text
+    assert json.loads(sent.text.splitlines()[-1]) == {"done": True}
+
+
+@pytest.fixture(scope="module")
+def page_thread(server: Server) -> PageThread:
+    """Two turns through ``/memagent/``; the first turn's point is the rewind target."""
+    thread_id = f"guard-{uuid.uuid4()}"
+    chat = f"{server.url}/memagent/api/chat"
+    page_say(chat, thread_id, f"my address is {PAGE_ADDRESS}")
+    page_say(chat, thread_id, "my name is Ada")
+    shown = httpx.get(
+        f"{server.url}/memagent/api/conversation", params={"thread": thread_id}, timeout=10
+    )
+    oldest = shown.json()["tree"]["entries"][-1]["checkpoint_id"]
+    return PageThread(server, thread_id, oldest)
+
+
+@pytest.mark.parametrize("origin", FOREIGN_ORIGINS)
+@pytest.mark.parametrize("endpoint", STATE_CHANGING_ENDPOINTS)
+def test_the_servers_page_refuses_cross_site_posts(
+    page_thread: PageThread, endpoint: str, origin: str
+) -> None:
+    database_url, thread_id = page_thread.server.database_url, page_thread.thread_id
+    before = stored_state(database_url, thread_id)
+    body = working_body(endpoint, thread_id, page_thread.checkpoint_id, PAGE_ADDRESS)
+    response = simple_cross_site_post(page_thread.url(endpoint), body, origin)
+    assert_refused(response)
+    assert "thread_id" not in response.json()
+    assert stored_state(database_url, thread_id) == before
+
+
+@pytest.mark.parametrize("path", ["/api/conversation?thread={thread}", "/api/threads", "/"])
+def test_the_servers_page_reads_nothing_under_a_rebound_name(
+    page_thread: PageThread, path: str
+) -> None:
+    port = page_thread.server.url.rsplit(":", 1)[1]
+    response = httpx.get(
+        page_thread.url(path.format(thread=page_thread.thread_id)),
+        headers={"Host": f"{REBOUND_NAME}:{port}"},
+        timeout=10,
+    )
+    assert "rebound its name" in assert_refused(response)
+    for secret in (page_thread.thread_id, PAGE_ADDRESS, "Ada"):
+        assert secret not in response.text
+
+
+def test_the_servers_page_works_from_itself_localhost_and_scripts(page_thread: PageThread) -> None:
+    own = page_thread.url("").removesuffix("/memagent")
+    page_say(page_thread.url("/api/chat"), "guard-own", "my city is Paris", Origin=own)
+    at_localhost = page_thread.url("", host="localhost").removesuffix("/memagent")
+    shown = httpx.get(
+        page_thread.url("/api/conversation", host="localhost"),
+        params={"thread": "guard-own"},
+        headers={"Origin": at_localhost},
+        timeout=10,
+    )
+    assert shown.status_code == 200, shown.text
+    assert shown.json()["messages"][0]["text"] == "my city is Paris"
+    forgot = httpx.post(page_thread.url("/api/forget"), json={"thread": "guard-own"}, timeout=10)
+    assert forgot.status_code == 200, forgot.text
+
+
+def test_the_servers_own_api_answers_studio_and_no_other_site(server: Server) -> None:
+    """``http.cors``: Studio's origin may call the API (preflight and request), and the
+    memagent guard is not in its way; another site gets no CORS grant."""
+    preflight = {
+        "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "content-type",
+    }
+    granted = httpx.options(
+        f"{server.url}/threads/search", headers={"Origin": STUDIO, **preflight}, timeout=10
+    )
+    assert granted.status_code == 200
+    assert granted.headers["access-control-allow-origin"] == STUDIO
+    searched = httpx.post(
+        f"{server.url}/threads/search", json={"limit": 1}, headers={"Origin": STUDIO}, timeout=10
+    )
+    assert searched.status_code == 200, searched.text
+    assert searched.headers["access-control-allow-origin"] == STUDIO
+
+    evil = "http://evil.example"
+    refused = httpx.options(
+        f"{server.url}/threads/search", headers={"Origin": evil, **preflight}, timeout=10
+    )
+    assert refused.status_code == 400
+    assert "access-control-allow-origin" not in refused.headers
+    read = httpx.post(
+        f"{server.url}/threads/search", json={"limit": 1}, headers={"Origin": evil}, timeout=10
+    )
+    assert "access-control-allow-origin" not in read.headers  # the browser hides the answer
+
+
+def test_the_servers_page_and_api_answer_a_bad_token_alike(auth_server: Server) -> None:
+    assert auth_server.secret is not None
+    long_ago = datetime.now(UTC) - timedelta(days=10)
+    expired = memagent_auth.issue_token("alice", auth_server.secret, days=1, now=long_ago)
+    forged = memagent_auth.issue_token("alice", "not-the-server-secret-but-long-enough")
+    for header in (
+        {},
+        {"Authorization": "Bearer x.y"},
+        {"Authorization": f"Bearer {expired}"},
+        {"Authorization": f"Bearer {forged}"},
+    ):
+        page = httpx.get(f"{auth_server.url}/memagent/api/threads", headers=header, timeout=10)
+        api = httpx.post(f"{auth_server.url}/threads/search", json={}, headers=header, timeout=10)
+        assert page.status_code == api.status_code == 401, (page.text, api.text)
+        assert page.json()["error"] == api.json()["detail"]
 
 
 # --- human in the loop, and history on the message-once storage (issues 13, 11) -----

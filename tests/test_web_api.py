@@ -66,7 +66,7 @@ async def test_a_reply_streams_in_parts_and_the_page_data_shows_the_conversation
     settings: Settings,
 ) -> None:
     async with web_client() as client:
-        thread = (await client.post("/api/threads")).json()["thread_id"]
+        thread = (await client.post("/api/threads", json={})).json()["thread_id"]
         events = await chat(client, thread, "my name is Ada")
         assert len(events) > 2, "the reply came in one piece, not streamed"
         assert reply_of(events).startswith('Noted: "my name is Ada"')
@@ -218,7 +218,9 @@ async def test_with_auth_on_each_user_gets_only_their_threads(
         assert forged.status_code == 401
 
         alice = as_user("alice")
-        thread = (await client.post("/memagent/api/threads", headers=alice)).json()["thread_id"]
+        thread = (await client.post("/memagent/api/threads", json={}, headers=alice)).json()[
+            "thread_id"
+        ]
         assert thread.startswith("alice:")
         sent = await client.post(
             "/memagent/api/chat", json={"thread": thread, "text": "my name is Ada"}, headers=alice

@@ -13,23 +13,17 @@ with a detail forgotten, from the detail test).
 from __future__ import annotations
 
 import os
-import re
 import secrets
 import shutil
 import signal
-import subprocess
-import sys
-import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from agent import auth
 from agent.prompts import REMOVED_MARKER
-from tests.helpers import needle_columns
+from tests.helpers import WEB_STOP_SECONDS, WebServer, needle_columns, running_web
 
 webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed")
 from selenium.common.exceptions import (  # noqa: E402
@@ -41,68 +35,9 @@ from selenium.webdriver.remote.webdriver import WebDriver  # noqa: E402
 from selenium.webdriver.remote.webelement import WebElement  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
-MEMAGENT = Path(sys.executable).parent / "memagent"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")
-START_SECONDS = 60.0
 WAIT_SECONDS = 20.0
-STOP_SECONDS = 20.0
-URL_LINE = re.compile(r"memagent web\s+(http://\S+)")
-
-
-@dataclass
-class WebServer:
-    """A running ``memagent web`` and everything it printed so far."""
-
-    url: str
-    process: subprocess.Popen[str]
-    output: list[str]
-
-
-def _collect(process: subprocess.Popen[str], lines: list[str], url_seen: threading.Event) -> None:
-    assert process.stdout is not None
-    for line in process.stdout:
-        lines.append(line)
-        if URL_LINE.search(line):
-            url_seen.set()
-    url_seen.set()  # the process ended: stop waiting
-
-
-@contextmanager
-def running_web(database_url: str, home: Path, **settings: str) -> Iterator[WebServer]:
-    """``memagent web`` on ``database_url``; stopped with Ctrl-C (SIGINT) afterwards."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MEMAGENT_", "OPENAI_"))}
-    env.update(
-        DATABASE_URL=database_url,
-        MEMAGENT_MODEL="offline",
-        MEMAGENT_HOME=str(home),
-        PYTHONUNBUFFERED="1",
-        **settings,
-    )
-    process = subprocess.Popen(
-        [str(MEMAGENT), "web"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    lines: list[str] = []
-    url_seen = threading.Event()
-    threading.Thread(target=_collect, args=(process, lines, url_seen), daemon=True).start()
-    try:
-        url_seen.wait(START_SECONDS)
-        found = next((m for line in lines if (m := URL_LINE.search(line))), None)
-        if found is None:
-            pytest.fail("memagent web printed no address:\n" + "".join(lines))
-        yield WebServer(found.group(1), process, lines)
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGINT)
-            try:
-                process.wait(STOP_SECONDS)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
 
 
 @pytest.fixture
@@ -392,9 +327,41 @@ def test_with_auth_on_the_page_asks_for_a_token(
         assert (thread.get_attribute("title") or "").startswith("alice:")
 
 
+def test_the_page_works_at_localhost_and_another_origin_changes_nothing(
+    web_server: WebServer, browser: WebDriver
+) -> None:
+    """From ``http://localhost:PORT`` the page works; from there, ``127.0.0.1:PORT`` is
+    another origin, so the browser's own cross-site simple POSTs to it are refused."""
+    at_localhost = web_server.url.replace("127.0.0.1", "localhost")
+    browser.get(at_localhost)
+    wait_for(browser, "the page", lambda d: "offline" in d.find_element(By.ID, "info").text)
+    say(browser, "my name is Ada")
+    thread = browser.execute_script("return view.thread")
+    statuses = browser.execute_async_script(
+        """
+        const [base, thread, done] = arguments;
+        const post = (path, body, mode) => fetch(base + path, {
+          method: "POST", mode, body: JSON.stringify(body),
+          headers: {"Content-Type": "text/plain"},
+        }).then((r) => r.status, () => "blocked");
+        Promise.all([
+          post("api/forget", {thread}, "no-cors"),
+          post("api/chat", {thread, text: "injected"}, "no-cors"),
+          post("api/forget", {thread}, "cors"),
+        ]).then(done);
+        """,
+        web_server.url,
+        thread,
+    )
+    assert statuses == [0, 0, "blocked"]  # opaque answers, and a CORS failure
+    browser.refresh()
+    wait_for(browser, "the conversation", lambda d: len(messages(d)) == 2)
+    assert messages(browser)[0] == "my name is Ada"
+
+
 def test_ctrl_c_stops_memagent_web_cleanly(web_server: WebServer) -> None:
     web_server.process.send_signal(signal.SIGINT)
-    assert web_server.process.wait(STOP_SECONDS) == 0
+    assert web_server.process.wait(WEB_STOP_SECONDS) == 0
     output = "".join(web_server.output)
     assert "memagent web stopped." in output
     assert "Traceback" not in output

@@ -25,9 +25,12 @@ async function failure(response) {
   return new ApiError(message);
 }
 
+// Every call that changes something sends a JSON body: the server refuses any other
+// type there, since only JSON needs the CORS preflight another site cannot pass.
 async function api(method, path, body) {
-  const init = { method, headers: headers(body ? { "Content-Type": "application/json" } : {}) };
-  if (body) init.body = JSON.stringify(body);
+  const changes = method !== "GET";
+  const init = { method, headers: headers(changes ? { "Content-Type": "application/json" } : {}) };
+  if (changes) init.body = JSON.stringify(body || {});
   let response;
   try {
     response = await fetch(path, init);
