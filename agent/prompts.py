@@ -61,9 +61,10 @@ COMPACT_CONFIRMATION = (
 )
 NOTHING_TO_COMPACT = "There is nothing earlier to summarise yet: our conversation is short."
 LEFT_OUT_NOTE = (
-    "(Note: our oldest turns could not be summarised just now, so they were left out of "
+    "\n\n(Note: our oldest turns could not be summarised just now, so they were left out of "
     "this reply. They are still saved.)"
 )
+"""Shown after the reply it belongs to (it streams last), hence the blank line first."""
 TOO_LARGE_REPLY = (
     "This is too long for me to read: your message (with what my tools returned for it) "
     "needs about {tokens} tokens, and I can take in at most {budget}. Please send it in "

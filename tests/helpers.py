@@ -17,8 +17,8 @@ import subprocess
 import sys
 import threading
 import uuid
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -32,7 +32,14 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from jwt.algorithms import RSAAlgorithm
-from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMessage
+from langchain_core.messages import (
+    AIMessage,
+    BaseMessage,
+    HumanMessage,
+    SystemMessage,
+    ToolMessage,
+)
+from langchain_core.messages.utils import count_tokens_approximately
 from langchain_core.runnables import RunnableConfig
 from langchain_core.tools import BaseTool
 from langgraph.checkpoint.base import BaseCheckpointSaver
@@ -42,10 +49,13 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.rows import dict_row
 
 from agent.graph import make_graph
+from agent.memory.summary import is_summary
 from agent.memory.timeline import read_timeline
+from agent.prompts import SUMMARY_PROMPT
 from agent.session import ChatSession
 from agent.store.saver import MemagentSaver
-from tests.fakes import ScriptedChatModel, call
+from agent.web import create_app
+from tests.fakes import ScriptedChatModel, call, check_provider_valid
 from tools.memory import FORGET, FORGET_DETAILS, REWIND
 
 PROJECT = Path(__file__).resolve().parents[1]
@@ -401,6 +411,91 @@ def run_chat_command(*lines: str, thread: str | None = None) -> str:
     assert done.returncode == 0, done.stderr
     assert "Traceback" not in done.stderr
     return done.stdout + done.stderr
+
+
+def readme_session(heading: str) -> list[str]:
+    """A session block of the README (the first under ``### heading``), line by line."""
+    readme = README.read_text(encoding="utf-8")
+    block = readme.split(f"### {heading}\n\n```text\n", 1)[1]
+    return block.split("```", 1)[0].splitlines()
+
+
+@asynccontextmanager
+async def web_client(prefix: str = "") -> AsyncIterator[httpx.AsyncClient]:
+    """A client on a freshly started ``memagent web`` app, in this process."""
+    app = create_app(prefix=prefix)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://web") as client:
+            yield client
+
+
+# --- model calls and the context budget ------------------------------------------------
+
+Counter = Callable[[Sequence[BaseMessage], Sequence[BaseTool] | None], int]
+"""Counts one model call: its messages (system prompt included) and its bound tools."""
+
+
+def approximate_tokens(messages: Sequence[BaseMessage], tools: Sequence[BaseTool] | None) -> int:
+    """The yardstick of docs/SPEC.md: ``count_tokens_approximately(messages, tools=...)``."""
+    return count_tokens_approximately(messages, tools=list(tools) if tools else None)
+
+
+def is_summariser_call(messages: Sequence[BaseMessage]) -> bool:
+    """Whether a recorded call is a summariser's (its system prompt is the summary prompt)."""
+    head = SUMMARY_PROMPT.split("{", 1)[0]
+    return (
+        bool(messages)
+        and isinstance(messages[0], SystemMessage)
+        and messages[0].text.startswith(head)
+    )
+
+
+def last_user_text(messages: Sequence[BaseMessage]) -> str:
+    """The last thing the user said in a call's input (a summary is not the user)."""
+    said = [m for m in messages if isinstance(m, HumanMessage) and not is_summary(m)]
+    return said[-1].text if said else ""
+
+
+def check_model_calls(
+    calls: Sequence[Sequence[BaseMessage]],
+    *,
+    budget: int,
+    tools: Sequence[BaseTool],
+    sent: Sequence[str],
+    count: Counter = approximate_tokens,
+) -> None:
+    """Checks model calls, in order, against docs/SPEC.md, "Context budget and compaction".
+
+    Every call fits ``budget`` as ``count`` counts it: the chat model's with ``tools``
+    bound, the summariser's with none. Every call is valid for a provider. The chat
+    model's calls see, turn after turn, the message just sent as the last user message:
+    taken in order (a turn that calls a tool calls the model twice), they name exactly
+    ``sent``.
+    """
+    seen: list[str] = []
+    for index, messages in enumerate(calls):
+        check_provider_valid(messages)
+        summariser = is_summariser_call(messages)
+        tokens = count(messages, None if summariser else tools)
+        who = "summariser" if summariser else "chat model"
+        assert tokens <= budget, f"call {index} ({who}) received {tokens} > {budget} tokens"
+        if not summariser and (not seen or seen[-1] != last_user_text(messages)):
+            seen.append(last_user_text(messages))
+    assert seen == list(sent)
+
+
+_CJK = re.compile("[\u3000-\u303f\u3400-\u4dbf\u4e00-\u9fff\uff00-\uffef]")
+
+
+def cjk_aware_tokens(messages: Sequence[BaseMessage], tools: Sequence[BaseTool] | None) -> int:
+    """``approximate_tokens``, but each Chinese character (or CJK punctuation) one token.
+
+    langchain's counter takes four characters for a token, which holds for English and
+    undercounts Chinese, where a character is about a token.
+    """
+    cjk = sum(len(_CJK.findall(m.text)) for m in messages)
+    return approximate_tokens(messages, tools) + cjk - cjk // 4
 
 
 # --- identities: tokens from a real JWKS endpoint ----------------------------------------

@@ -10,7 +10,7 @@ import pytest
 
 from agent.prompts import FORGET_CONFIRMATION
 from agent.settings import Settings
-from tests.helpers import README, UUID_PATTERN, run_chat_command
+from tests.helpers import UUID_PATTERN, readme_session, run_chat_command
 
 
 @pytest.mark.usefixtures("settings")
@@ -78,17 +78,10 @@ def test_exit_ignores_its_words_and_timeline_takes_only_a_count() -> None:
     assert out.rstrip().endswith(f"Resume it with: python3 -m agent chat --thread {thread}")
 
 
-def readme_session(heading: str = "A session with the offline model") -> list[str]:
-    """A session block of the README (the first under ``### heading``), line by line."""
-    readme = README.read_text(encoding="utf-8")
-    block = readme.split(f"### {heading}\n\n```text\n", 1)[1]
-    return block.split("```", 1)[0].splitlines()
-
-
 @pytest.mark.usefixtures("settings")
 def test_the_readme_session_replays_as_shown() -> None:
     """Every reply in the README's session, replayed; ``/rewind`` gets this run's id."""
-    lines = readme_session()
+    lines = readme_session("A session with the offline model")
     said = [line.removeprefix("you> ") for line in lines if line.startswith("you> ")]
     rewind_at = next(i for i, text in enumerate(said) if text.startswith("/rewind "))
     thread = f"readme-{uuid.uuid4()}"

@@ -48,6 +48,7 @@ from tests.helpers import (
     STATE_CHANGING_ENDPOINTS,
     THREAD_TABLES,
     assert_refused,
+    check_model_calls,
     claims,
     free_port,
     fresh_database,
@@ -1161,6 +1162,52 @@ async def test_history_lists_every_checkpoint_with_its_messages(server: Server) 
             continue
         ids = [m["id"] for m in parent["values"].get("messages", [])]
         assert [m["id"] for m in child["values"].get("messages", [])][: len(ids)] == ids
+
+
+async def test_a_long_thread_through_the_server_keeps_every_call_within_the_budget(
+    server: Server,
+) -> None:
+    """60 turns through the API: the state before every model call fits the budget.
+
+    The server builds its graph from settings; this module's server sets no
+    ``MEMAGENT_CONTEXT_TOKENS``, so its budget is the offline model's default. The
+    offline model cannot record what it received, but its summaries never fail, so each
+    call receives exactly the head it is run on: the checkpoints whose next step is the
+    model, read back from the database.
+    """
+    from langchain_core.messages import SystemMessage
+
+    from agent.graph import make_graph
+    from agent.memory.budget import OFFLINE_CONTEXT_TOKENS
+    from agent.model import OfflineChatModel
+    from agent.prompts import SYSTEM_PROMPT
+    from tools.memory import memory_tools
+
+    client = server.client()
+    thread_id = client.threads.create()["thread_id"]
+    sent = [
+        f"turn {n}: my fact {n} is the number {n * 7}, and please keep it in mind while we"
+        " go on planning the trip for the week ahead"
+        for n in range(60)
+    ]
+    for text in sent:
+        assert f'Noted: "{text}"' in texts(say(client, thread_id, text), "ai")[-1]
+
+    async with open_saver(database_url=server.database_url) as saver:
+        graph = make_graph(OfflineChatModel(), checkpointer=saver)
+        config: RunnableConfig = {"configurable": {"thread_id": thread_id}}
+        snapshots = [s async for s in graph.aget_state_history(config)]
+    calls = [
+        [SystemMessage(SYSTEM_PROMPT), *s.values["messages"]]
+        for s in reversed(snapshots)
+        if s.next == ("agent",)
+    ]
+    check_model_calls(calls, budget=OFFLINE_CONTEXT_TOKENS, tools=memory_tools(), sent=sent)
+    compacted = [
+        h["metadata"] for h in history(client, thread_id) if "memory_compacted" in h["metadata"]
+    ]
+    assert len(compacted) >= 3, "the thread never outgrew the budget: the test proves nothing"
+    assert all(m["tokens_after"] < m["tokens_before"] for m in compacted)
 
 
 def test_fork_from_an_old_checkpoint_leaves_the_old_branch_intact(server: Server) -> None:

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import json
 import secrets
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
@@ -23,19 +21,8 @@ from agent.checkpointer import MemagentSaver
 from agent.cli import main
 from agent.prompts import REMOVED_MARKER
 from agent.settings import Settings
-from agent.web import create_app
-from tests.helpers import needle_columns
+from tests.helpers import needle_columns, web_client
 from tools import admin
-
-
-@asynccontextmanager
-async def web_client(prefix: str = "") -> AsyncIterator[httpx.AsyncClient]:
-    """A client on a freshly started app, configured like ``memagent web``."""
-    app = create_app(prefix=prefix)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://web") as client:
-            yield client
 
 
 async def chat(client: httpx.AsyncClient, thread: str, text: str) -> list[dict[str, Any]]:

@@ -127,11 +127,14 @@ class Compactor:
         Normally the conversation as it is. When it does not fit (its compaction
         failed), the oldest turns are left out of this call only, with a note for the
         user; when even the current turn does not fit, the model is not called and the
-        returned message is the whole answer (the sent list is then empty).
+        returned message is the whole answer (the sent list is then empty). The note is
+        given once a turn: a turn that calls a tool calls the model again, and the
+        current turn then already holds it.
         """
         if self.count(messages) <= self.budget:
             return list(messages), None
         sent, _ = fit_to_budget(messages, budget=self.budget, count=self.count)
         if (tokens := self.count(sent)) > self.budget:
             return [], AIMessage(content=TOO_LARGE_REPLY.format(tokens=tokens, budget=self.budget))
-        return sent, AIMessage(content=LEFT_OUT_NOTE)
+        told = any(m.text == LEFT_OUT_NOTE for m in older_turns(messages)[1])
+        return sent, None if told else AIMessage(content=LEFT_OUT_NOTE)
