@@ -110,6 +110,17 @@ def _refuse_if_combined(runtime: ToolRuntime) -> str | None:
     return None
 
 
+def _refuse_change(runtime: ToolRuntime) -> str | None:
+    """Why a memory change that needs no argument check cannot be requested, if it cannot."""
+    if refusal := _refuse_if_combined(runtime):
+        return refusal
+    try:
+        run_saver(runtime.config)
+    except RequestError as error:
+        return error.for_model()
+    return None
+
+
 def _request(runtime: ToolRuntime, note: str, request: MemoryRequest) -> Command[Any]:
     return Command(
         update={
@@ -125,12 +136,8 @@ def create_forget_tool(*, description: str = FORGET_DESCRIPTION) -> BaseTool:
     async def forget_conversation(
         runtime: ToolRuntime, reason: str | None = None
     ) -> Command[Any] | str:
-        if refusal := _refuse_if_combined(runtime):
+        if refusal := _refuse_change(runtime):
             return refusal
-        try:
-            run_saver(runtime.config)
-        except RequestError as error:
-            return error.for_model()
         request: MemoryRequest = {"kind": "forget", "tool_call_id": runtime.tool_call_id or ""}
         if cleaned := clean_reason(reason):
             request["reason"] = cleaned
@@ -216,12 +223,8 @@ def create_compact_tool(*, description: str = COMPACT_DESCRIPTION) -> BaseTool:
     """Makes ``compact_conversation``."""
 
     async def compact_conversation(runtime: ToolRuntime) -> Command[Any] | str:
-        if refusal := _refuse_if_combined(runtime):
+        if refusal := _refuse_change(runtime):
             return refusal
-        try:
-            run_saver(runtime.config)
-        except RequestError as error:
-            return error.for_model()
         request: MemoryRequest = {"kind": "compact", "tool_call_id": runtime.tool_call_id or ""}
         return _request(runtime, "Summarising the earlier conversation now.", request)
 
