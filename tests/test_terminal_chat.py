@@ -170,7 +170,9 @@ def test_a_long_multi_line_paste_arrives_whole_and_esc_enter_breaks_a_line(
     long_line = " ".join(f"word{n}" for n in range(1000))[:6000]
     pasted = f"first line\n{long_line}\nlast line"
     assert len(long_line) == 6000
-    chat = Chat(terminal_env, "--thread", thread_id)
+    # A context budget that takes the paste whole, so no compaction replaces it in the head.
+    roomy = {**terminal_env, "MEMAGENT_CONTEXT_TOKENS": "100000"}
+    chat = Chat(roomy, "--thread", thread_id)
     chat.say(PASTE_START + pasted + PASTE_END)
     chat.say("typed" + ESC_ENTER + "over two lines")
     chat.quit_with(CTRL_D)
