@@ -369,7 +369,7 @@ SELECT holder, clock_timestamp() AS seen FROM memagent_thread_leases WHERE threa
 _LATEST_LEASE_TRY = """
 SELECT max(query_start) FROM pg_stat_activity
 WHERE datname = current_database() AND pid <> pg_backend_pid()
-  AND query LIKE '%%memagent_thread_leases%%' AND query_start > %s
+  AND query ILIKE '%%INSERT INTO memagent_thread_leases%%' AND query_start > %s
 """
 
 
@@ -402,9 +402,10 @@ def wait_for_lease(database_url: str, thread_id: str) -> HeldLease:
 def wait_until_waiting_for(lease: HeldLease) -> None:
     """Returns once another caller is waiting for ``lease``: it tried twice, and failed.
 
-    A try is a statement on the lease table that started after the lease was seen
-    held (``pg_stat_activity`` shows each backend's latest statement, running or
-    done); a second, later try means the first one failed and the caller is polling.
+    A try is an insert into the lease table (taking a lease writes its row) that
+    started after the lease was seen held (``pg_stat_activity`` shows each backend's
+    latest statement, running or done; the holder's heartbeat is an update, not a
+    try); a second, later try means the first one failed and the caller is polling.
     The row keeps its holder throughout, so no try took the lease over. This is what
     a ``sleep`` cannot show: under load a caller that slept through the check may not
     have reached the lease at all, and a lease that did nothing would pass.

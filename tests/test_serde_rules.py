@@ -29,7 +29,7 @@ from pydantic import BaseModel
 
 from agent.errors import MemagentError, UnstorableValueError
 from agent.store.messages import RANGES_TYPE, RangeList, encode_ranges
-from agent.store.saver import StrictSerializer, strict_serializer
+from agent.store.serde import StrictSerializer, strict_serializer
 
 PIN = f"{__name__}.Pin"
 CARD = f"{__name__}.Card"
