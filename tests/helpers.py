@@ -16,6 +16,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
@@ -358,6 +359,77 @@ class Gate:
     async def reached(self) -> None:
         if not await asyncio.to_thread(self.entered.wait, HANG_GUARD):
             raise TimeoutError("the turn never reached the model")
+
+
+# --- thread leases, watched from outside the saver ----------------------------------
+
+_LEASE_ROW = """
+SELECT holder, clock_timestamp() AS seen FROM memagent_thread_leases WHERE thread_id = %s
+"""
+_LATEST_LEASE_TRY = """
+SELECT max(query_start) FROM pg_stat_activity
+WHERE datname = current_database() AND pid <> pg_backend_pid()
+  AND query ILIKE '%%INSERT INTO memagent_thread_leases%%' AND query_start > %s
+"""
+
+
+@dataclass(frozen=True)
+class HeldLease:
+    """A thread's lease row (a row in ``memagent_thread_leases``) seen held."""
+
+    database_url: str
+    thread_id: str
+    holder: str
+    seen: datetime
+    """The database's clock when the row was seen held."""
+
+
+def wait_for_lease(database_url: str, thread_id: str) -> HeldLease:
+    """Polls until the thread's lease row is held: proof the lease was really taken.
+
+    Raises:
+        TimeoutError: No lease row appeared within ``HANG_GUARD`` seconds.
+    """
+    deadline = time.monotonic() + HANG_GUARD
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        while (row := conn.execute(_LEASE_ROW, (thread_id,)).fetchone()) is None:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"thread {thread_id!r} never got a lease row")
+            time.sleep(0.01)
+    return HeldLease(database_url, thread_id, holder=row[0], seen=row[1])
+
+
+def wait_until_waiting_for(lease: HeldLease) -> None:
+    """Returns once another caller is waiting for ``lease``: it tried twice, and failed.
+
+    A try is an insert into the lease table (taking a lease writes its row) that
+    started after the lease was seen held (``pg_stat_activity`` shows each backend's
+    latest statement, running or done; the holder's heartbeat is an update, not a
+    try); a second, later try means the first one failed and the caller is polling.
+    The row keeps its holder throughout, so no try took the lease over. This is what
+    a ``sleep`` cannot show: under load a caller that slept through the check may not
+    have reached the lease at all, and a lease that did nothing would pass.
+
+    Raises:
+        AssertionError: The lease changed hands, or vanished, while watched.
+        TimeoutError: Nobody tried twice within ``HANG_GUARD`` seconds.
+    """
+    deadline = time.monotonic() + HANG_GUARD
+    since = lease.seen
+    tries = 0
+    with psycopg.connect(lease.database_url, autocommit=True) as conn:
+        while tries < 2:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"nobody waited for the lease on {lease.thread_id!r}")
+            time.sleep(0.01)
+            latest = conn.execute(_LATEST_LEASE_TRY, (since,)).fetchone()
+            row = conn.execute(_LEASE_ROW, (lease.thread_id,)).fetchone()
+            assert row is not None and row[0] == lease.holder, (
+                f"the lease on {lease.thread_id!r} changed hands while its holder held it"
+            )
+            if latest is not None and latest[0] is not None:
+                since = latest[0]
+                tries += 1
 
 
 class SessionChat:

@@ -192,6 +192,7 @@ async def test_rewinding_before_a_forget_brings_the_conversation_back(
         "",
         str(uuid.uuid4()),  # well-formed, unknown
     ],
+    ids=["not-a-uuid", "sql", "empty", "unknown-uuid"],  # stable, so --lf finds them again
 )
 async def test_rewind_refuses_bad_ids_and_writes_no_change(
     any_saver: BaseCheckpointSaver[Any], bad_id: str

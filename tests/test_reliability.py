@@ -34,7 +34,15 @@ from agent.session import ChatSession
 from agent.settings import Settings
 from agent.store import sql
 from tests.fakes import ScriptedChatModel
-from tests.helpers import HANG_GUARD, Gate, config, create_database, table_counts
+from tests.helpers import (
+    HANG_GUARD,
+    Gate,
+    config,
+    create_database,
+    table_counts,
+    wait_for_lease,
+    wait_until_waiting_for,
+)
 from tools import admin
 
 
@@ -272,13 +280,17 @@ async def test_fifty_concurrent_turns_share_a_pool_of_two_connections(
 # --- 4. two things at once on one thread ------------------------------------------------
 
 
-async def test_two_turns_sent_to_one_thread_at_once_both_stay(saver: MemagentSaver) -> None:
+async def test_two_turns_sent_to_one_thread_at_once_both_stay(
+    saver: MemagentSaver, database_url: str
+) -> None:
     gate = Gate("reply to the first")
     session, _ = session_on(saver, gate, "reply to the second")
     first = asyncio.create_task(session.send("t", "one"))
     await gate.reached()
+    lease = await asyncio.to_thread(wait_for_lease, database_url, "t")
     second = asyncio.create_task(session.send("t", "two"))
-    await asyncio.sleep(0.5)  # let the second turn start: it must wait for the first
+    await asyncio.to_thread(wait_until_waiting_for, lease)  # it waits for the first
+    assert not second.done()
     gate.release.set()
     replies = await asyncio.wait_for(asyncio.gather(first, second), HANG_GUARD)
 
@@ -291,7 +303,9 @@ async def test_two_turns_sent_to_one_thread_at_once_both_stay(saver: MemagentSav
     ]
 
 
-async def test_a_rewind_waits_for_the_running_turn_then_applies(saver: MemagentSaver) -> None:
+async def test_a_rewind_waits_for_the_running_turn_then_applies(
+    saver: MemagentSaver, database_url: str
+) -> None:
     gate = Gate("reply to two")
     session, _ = session_on(saver, "reply to one", gate)
     await session.send("t", "one")
@@ -299,8 +313,9 @@ async def test_a_rewind_waits_for_the_running_turn_then_applies(saver: MemagentS
 
     turn = asyncio.create_task(session.send("t", "two"))
     await gate.reached()
+    lease = await asyncio.to_thread(wait_for_lease, database_url, "t")
     rewind = asyncio.create_task(admin.arewind(saver, "t", turn_one.checkpoint_id))
-    await asyncio.sleep(0.5)
+    await asyncio.to_thread(wait_until_waiting_for, lease)
     assert not rewind.done()  # it waits for the turn instead of racing it
     gate.release.set()
     await asyncio.wait_for(asyncio.gather(turn, rewind), HANG_GUARD)
@@ -325,8 +340,11 @@ async def test_a_thread_deleted_during_a_turn_is_not_written_back(
 
     turn = asyncio.create_task(session.send("t", "and another thing"))
     await gate.reached()
+    lease = await asyncio.to_thread(wait_for_lease, database_url, "t")
     delete = asyncio.create_task(admin.adelete(saver, "t"))
-    await asyncio.sleep(0.5)  # without the wait, the delete would run now, mid-turn
+    # Without the lease, the delete would run now, mid-turn.
+    await asyncio.to_thread(wait_until_waiting_for, lease)
+    assert not delete.done()
     gate.release.set()
     _, erasure = await asyncio.wait_for(asyncio.gather(turn, delete), HANG_GUARD)
 

@@ -11,6 +11,7 @@ is driven as a library user drives it, and as ``langgraph dev`` drives it (a cop
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypedDict
 
@@ -28,11 +29,15 @@ from agent.graph import make_graph
 from agent.session import ChatSession
 from agent.settings import Settings, SettingsError
 from tests.fakes import ScriptedChatModel
-from tests.helpers import HANG_GUARD, Gate, config, table_counts
+from tests.helpers import (
+    HANG_GUARD,
+    Gate,
+    config,
+    table_counts,
+    wait_for_lease,
+    wait_until_waiting_for,
+)
 from tools import admin
-
-SETTLE = 0.5
-"""Seconds given to a second caller to reach the point where it must wait."""
 
 
 def said(text: str) -> dict[str, Any]:
@@ -64,7 +69,23 @@ def direct_graph(saver: MemagentSaver, model: ScriptedChatModel) -> Any:
     return make_graph(model, checkpointer=saver)
 
 
-ROUTES = pytest.mark.parametrize("route", [direct_graph], ids=["direct"])
+LANGGRAPH_DEV_ENV = {"REDIS_URI": "fake", "DATABASE_URI": ":memory:", "MIGRATIONS_PATH": "__inmem"}
+"""What ``langgraph dev`` sets before it imports ``langgraph_api``, whose config reads it then."""
+
+Route = Callable[[MemagentSaver, ScriptedChatModel], Any]
+
+
+@pytest.fixture
+def route(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Route:
+    """The way a test's graph is built: ``direct_graph`` or ``server_copy``."""
+    if request.param == "server":
+        for name, value in LANGGRAPH_DEV_ENV.items():
+            monkeypatch.setenv(name, value)
+        return server_copy
+    return direct_graph
+
+
+ROUTES = pytest.mark.parametrize("route", ["direct", "server"], indirect=True)
 
 
 # --- finding 1: two turns at once on one thread ----------------------------------------
@@ -72,14 +93,15 @@ ROUTES = pytest.mark.parametrize("route", [direct_graph], ids=["direct"])
 
 @ROUTES
 async def test_two_concurrent_ainvoke_on_one_thread_both_stay(
-    saver: MemagentSaver, route: Any
+    saver: MemagentSaver, database_url: str, route: Route
 ) -> None:
     gate = Gate("reply to the first")
     graph = route(saver, ScriptedChatModel(script=[gate, "reply to the second"]))
     first = asyncio.create_task(graph.ainvoke(said("one"), config("t")))
     await gate.reached()
+    lease = await asyncio.to_thread(wait_for_lease, database_url, "t")
     second = asyncio.create_task(graph.ainvoke(said("two"), config("t")))
-    await asyncio.sleep(SETTLE)
+    await asyncio.to_thread(wait_until_waiting_for, lease)
     waited = not second.done()  # it waits for the first turn instead of racing it
     gate.release.set()
     await asyncio.wait_for(asyncio.gather(first, second), HANG_GUARD)
@@ -125,14 +147,15 @@ async def test_a_turn_kept_waiting_too_long_is_refused_and_loses_nothing(
 
 
 async def test_sync_update_state_from_another_thread_waits_for_the_running_turn(
-    saver: MemagentSaver,
+    saver: MemagentSaver, database_url: str
 ) -> None:
     gate, graph, first = await a_turn_held_at_the_model(saver)
+    lease = await asyncio.to_thread(wait_for_lease, database_url, "t")
     note = {"messages": [AIMessage("a note added from a worker thread")]}
     update = asyncio.create_task(
         asyncio.to_thread(graph.update_state, config("t"), note, as_node="agent")
     )
-    await asyncio.sleep(SETTLE)
+    await asyncio.to_thread(wait_until_waiting_for, lease)
     waited = not update.done()
     gate.release.set()
     await asyncio.wait_for(asyncio.gather(first, update), HANG_GUARD)
@@ -159,7 +182,7 @@ async def test_sync_invoke_is_refused_clearly_before_anything_is_written(
 
 @ROUTES
 async def test_a_forget_during_a_turn_waits_and_is_not_undone(
-    saver: MemagentSaver, route: Any
+    saver: MemagentSaver, database_url: str, route: Route
 ) -> None:
     secret = "secret-5511-forget-me"
     gate = Gate("reply written during the forget")
@@ -169,8 +192,9 @@ async def test_a_forget_during_a_turn_waits_and_is_not_undone(
 
     turn = asyncio.create_task(graph.ainvoke(said("and another thing"), config("t")))
     await gate.reached()
+    lease = await asyncio.to_thread(wait_for_lease, database_url, "t")
     forget = asyncio.create_task(admin.aforget(saver, "t"))
-    await asyncio.sleep(SETTLE)
+    await asyncio.to_thread(wait_until_waiting_for, lease)
     waited = not forget.done()  # it waits for the turn
     gate.release.set()
     await asyncio.wait_for(asyncio.gather(turn, forget), HANG_GUARD)
@@ -230,11 +254,12 @@ BAD_THREAD_IDS = pytest.mark.parametrize(
 )
 
 
+@ROUTES
 @BAD_THREAD_IDS
 async def test_a_bad_thread_id_through_the_compiled_graph_is_a_clear_error(
-    saver: MemagentSaver, thread_id: str
+    saver: MemagentSaver, thread_id: str, route: Route
 ) -> None:
-    graph = make_graph(ScriptedChatModel(), checkpointer=saver)
+    graph = route(saver, ScriptedChatModel())
     with pytest.raises(InvalidThreadIdError, match=r"[Tt]hread id"):
         await graph.ainvoke(said("hello"), config(thread_id))
     with pytest.raises(InvalidThreadIdError):

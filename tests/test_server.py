@@ -58,6 +58,8 @@ from tests.helpers import (
     simple_cross_site_post,
     stored_state,
     thread_rows,
+    wait_for_lease,
+    wait_until_waiting_for,
     working_body,
 )
 
@@ -405,9 +407,10 @@ async def test_a_server_run_waits_for_another_process_holding_the_thread(
     before = thread_rows(server.database_url, thread_id)
     async with open_saver(database_url=server.database_url) as saver:
         async with saver.thread_lease(thread_id):  # as a memory operation in another process
+            lease = await asyncio.to_thread(wait_for_lease, server.database_url, thread_id)
             turn: Any = {"messages": [{"role": "user", "content": "my color is green"}]}
             run = await asyncio.to_thread(client.runs.create, thread_id, GRAPH, input=turn)
-            await asyncio.sleep(2.0)  # ample time for the run to have written its input
+            await asyncio.to_thread(wait_until_waiting_for, lease)  # the server's run tries
             waited = thread_rows(server.database_url, thread_id) == before
         await asyncio.to_thread(client.runs.join, thread_id, run["run_id"])
     assert waited
