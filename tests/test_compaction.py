@@ -507,7 +507,7 @@ def test_slash_compact_in_the_chat_and_undo() -> None:
 
 async def test_the_web_page_compacts_and_its_tree_shows_the_compaction(settings: Settings) -> None:
     async with web_client() as client:
-        thread = (await client.post("/api/threads")).json()["thread_id"]
+        thread = (await client.post("/api/threads", json={})).json()["thread_id"]
         for text in ("my name is Ada", "I had pasta for lunch", "what is my name?"):
             response = await client.post("/api/chat", json={"thread": thread, "text": text})
             assert response.status_code == 200, response.text
