@@ -68,9 +68,16 @@ RANGES_BYTES = RANGES_TYPE.encode()
 _SHARING_CACHED_MESSAGES: ContextVar[bool] = ContextVar(
     "memagent_sharing_cached_messages", default=False
 )
-_CURRENT_CONNECTION: ContextVar[AsyncConnection[DictRow] | None] = ContextVar(
+_CURRENT_CONNECTION: ContextVar[tuple[AsyncConnection[DictRow], object] | None] = ContextVar(
     "memagent_current_connection", default=None
 )
+"""The connection of the library cursor open in this context, and that cursor's mark.
+
+The value is trusted only while its mark is in the saver's ``_open_cursors``: the
+library's ``alist`` is an async generator, which a caller may close from another task
+(langgraph does, for subgraphs and retries), where the context differs and the value
+cannot be reset. A mark that is gone means the connection went back to the pool.
+"""
 
 
 def check_config_thread(config: RunnableConfig | None) -> None:
@@ -116,6 +123,8 @@ class MemagentSaver(AsyncPostgresSaver):
         self.conninfo = conninfo
         self.leases = ThreadLeases(pool, busy_timeout=busy_timeout, lease_seconds=lease_seconds)
         self._messages = MessageCache()
+        self._open_cursors: set[object] = set()
+        """Marks of the library cursors open now (see ``_CURRENT_CONNECTION``)."""
         self._reserved: OrderedDict[str, SeqReservation] = OrderedDict()
         self.request_user: Callable[[], str | None] = lambda: None
         """Who asked for the current call, for the audit of calls the server makes
@@ -378,8 +387,8 @@ class MemagentSaver(AsyncPostgresSaver):
         one from the pool, which a pool of one connection could never give.
         """
         current = _CURRENT_CONNECTION.get()
-        if current is not None:
-            yield current
+        if current is not None and current[1] in self._open_cursors:
+            yield current[0]
             return
         async with self.conn.connection() as conn:
             yield conn
@@ -395,7 +404,11 @@ class MemagentSaver(AsyncPostgresSaver):
         call ran at a time. The rest mirrors the library's non-pipeline-saver branches.
         """
         async with self.conn.connection() as conn:
-            token = _CURRENT_CONNECTION.set(None if pipeline else conn)
+            mark = object()
+            previous = _CURRENT_CONNECTION.get()
+            mine = None if pipeline else (conn, mark)
+            self._open_cursors.add(mark)
+            _CURRENT_CONNECTION.set(mine)
             try:
                 if pipeline and self.supports_pipeline:
                     async with (
@@ -413,7 +426,11 @@ class MemagentSaver(AsyncPostgresSaver):
                     async with conn.cursor(binary=True, row_factory=dict_row) as cur:
                         yield cur
             finally:
-                _CURRENT_CONNECTION.reset(token)
+                # No token reset: this may run in another context than the one that set
+                # it (see ``_CURRENT_CONNECTION``); there, the value is left as it is.
+                self._open_cursors.discard(mark)
+                if _CURRENT_CONNECTION.get() is mine:
+                    _CURRENT_CONNECTION.set(previous)
 
     async def aprune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
         """The library's prune, which also drops the message rows nothing refers to any more."""
