@@ -21,7 +21,12 @@ import psycopg
 import psycopg_pool
 
 from agent.errors import MemagentError, NothingToUndoError, one_line
-from agent.memory.timeline import DEFAULT_TIMELINE_LIMIT, MAX_TIMELINE_LIMIT, render_timeline
+from agent.memory.timeline import (
+    CHAT_REWIND_HINT,
+    DEFAULT_TIMELINE_LIMIT,
+    MAX_TIMELINE_LIMIT,
+    render_timeline,
+)
 from agent.presentation import json_default, shown_messages
 from agent.session import ChatSession, new_thread_id
 from agent.settings import Settings
@@ -202,7 +207,8 @@ async def _slash_command(session: ChatSession, thread_id: str, line: str) -> Non
         if limit is None:
             click.echo(TIMELINE_USAGE)
             return
-        click.echo(render_timeline(await admin.atimeline(saver, thread_id, limit=limit)))
+        entries = await admin.atimeline(saver, thread_id, limit=limit)
+        click.echo(render_timeline(entries, rewind_hint=CHAT_REWIND_HINT))
     elif command == "/forget":
         change = await admin.aforget(
             saver, thread_id, reason=argument or "asked in the chat", surface="cli"

@@ -12,7 +12,7 @@ from typing import Any
 from langchain_core.messages import AIMessage, HumanMessage
 
 from agent.memory.entries import PREVIEW_CHARS, TimelineEntry, entry_from, preview_text
-from agent.memory.timeline import render_timeline, undo_target
+from agent.memory.timeline import CHAT_REWIND_HINT, render_timeline, undo_target
 from agent.prompts import UNDO_HINT
 
 TS = "2026-01-02T03:04:05+00:00"
@@ -131,3 +131,12 @@ def test_undo_after_a_rewind_undoes_what_came_before_it() -> None:
 def test_nothing_to_undo_on_an_empty_branch() -> None:
     assert undo_target([]) is None
     assert undo_target([rewind("r1", "c1"), turn("c1", None, "first")]) is None
+
+
+def test_the_chat_is_told_its_own_command_and_the_model_its_tool() -> None:
+    """A person in the chat has ``/rewind``, not the model's ``rewind_to`` tool."""
+    entries = [turn("c1", None, "my name is Ada")]
+
+    assert "rewind_to" in render_timeline(entries).splitlines()[0]
+    chat_heading = render_timeline(entries, rewind_hint=CHAT_REWIND_HINT).splitlines()[0]
+    assert chat_heading == "Newest first. /rewind ID returns to the point before that turn."

@@ -96,16 +96,24 @@ def undo_target(entries: list[TimelineEntry]) -> str | None:
     return None
 
 
-def render_timeline(entries: list[TimelineEntry], *, undo: str | None = None) -> str:
+MODEL_REWIND_HINT = "Pass an id to rewind_to to return to the point before that turn."
+CHAT_REWIND_HINT = "/rewind ID returns to the point before that turn."
+
+
+def render_timeline(
+    entries: list[TimelineEntry], *, undo: str | None = None, rewind_hint: str = MODEL_REWIND_HINT
+) -> str:
     """The timeline as the model (and the chat's ``/timeline``) reads it.
 
     Args:
         entries: Newest first.
         undo: Where "undo" would go, added as a last line for the model to use.
+        rewind_hint: How the reader goes back to an id: the model has the ``rewind_to``
+            tool, a person in the chat has ``/rewind``; each is told its own way.
     """
     if not entries:
         return "This conversation has no earlier turns yet."
-    lines = ["Newest first. Pass an id to rewind_to to return to the point before that turn."]
+    lines = [f"Newest first. {rewind_hint}"]
     for entry in entries:
         when = entry.at.strftime("%Y-%m-%d %H:%M:%S") if entry.at else "?"
         what = f"before {entry.label}" if entry.kind == "turn" else f"[{entry.label}]"
