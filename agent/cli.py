@@ -498,7 +498,7 @@ def _receipt_lines(user: str, receipt: ErasureReceipt) -> str:
     found = "nothing found" if scan.clean else f"found {_counts(scan.found)}"
     return (
         f"Erased user {user}: {receipt.threads} threads; {_counts(receipt.rows)}{on_server}.\n"
-        f"Audit log: {receipt.audit_lines} lines now name {receipt.user} instead.\n"
+        f"Audit log: {receipt.audit_lines} line(s) now name {receipt.user} instead.\n"
         f"Scan of {scan.tables} tables ({scan.columns} columns): {found}.\n"
         f"Receipt {receipt.digest}, kept in the audit log."
     )
@@ -518,11 +518,14 @@ def vacuum(full: bool, as_json: bool) -> None:
         tables = {t: {"bytes_before": b, "bytes_after": a} for t, (b, a) in sizes.items()}
         _echo_json({"full": full, "tables": tables})
         return
-    for table, (before, after) in sizes.items():
-        click.echo(f"{table}  {before} -> {after} bytes")
+    if not full:  # VACUUM marks space reusable; a file's size barely changes
+        click.echo(
+            f"VACUUM done on {len(sizes)} tables: the space of removed rows can be reused. "
+            "`memagent vacuum --full` gives it back to the system."
+        )
+        return
     before, after = (sum(size[i] for size in sizes.values()) for i in (0, 1))
-    command = "VACUUM FULL" if full else "VACUUM"
-    click.echo(f"{command} done on {len(sizes)} tables: {before} -> {after} bytes.")
+    click.echo(f"VACUUM FULL done on {len(sizes)} tables: {before} -> {after} bytes.")
 
 
 def _audit_detail(row: dict[str, Any]) -> str:

@@ -9,7 +9,9 @@ every table the catalog lists; the server's route is in ``tests/test_server.py``
 from __future__ import annotations
 
 import json
+import re
 import secrets
+import shlex
 import uuid
 from collections.abc import Sequence
 from typing import Any
@@ -26,7 +28,7 @@ from agent.cli import main
 from agent.settings import Settings
 from agent.store.pseudonym import KEY_FILE, thread_pseudonym, user_pseudonym
 from agent.store.receipt import ERASED_TABLES, digest_of
-from tests.helpers import Chat, converse, count, needle_columns, rows, web_client
+from tests.helpers import README, Chat, converse, count, needle_columns, rows, web_client
 from tools import admin
 
 KEY = b"k" * 32
@@ -301,7 +303,7 @@ async def test_the_pseudonym_key_is_the_setting_or_one_kept_outside_the_database
     assert key_file.stat().st_mode & 0o077 == 0, "the key is its owner's only"
     assert first.user == user_pseudonym(key_file.read_bytes(), "alice")
     assert (await admin.aerase_user(saver, "alice")).user == first.user, "the same key again"
-    assert "alice" not in first.user and len(first.user) > 40
+    assert "alice" not in first.user and len(first.user) == len("user:") + 32
 
     monkeypatch.setenv("MEMAGENT_PSEUDONYM_KEY", "s" * 40)
     assert (await admin.aerase_user(saver, "alice")).user == user_pseudonym(b"s" * 40, "alice")
@@ -392,7 +394,9 @@ def test_vacuum_full_gives_the_space_of_erased_rows_back(
     messages = json.loads(full.stdout)["tables"]["memagent_messages"]
     assert messages["bytes_after"] < tables["memagent_messages"]["bytes_before"]
     text = run("vacuum")
-    assert text.exit_code == 0 and "VACUUM done on" in text.stdout
+    assert text.exit_code == 0 and "the space of removed rows can be reused" in text.stdout
+    text = run("vacuum", "--full")
+    assert text.exit_code == 0 and "VACUUM FULL done on" in text.stdout
 
 
 def test_vacuum_with_the_database_gone_is_one_line(
@@ -416,3 +420,73 @@ async def test_the_scan_reports_what_it_still_finds(saver: MemagentSaver) -> Non
     assert not receipt.scan.clean
     assert receipt.scan.found.get("memagent_messages", 0) >= 1
     assert receipt.to_json()["scan"]["clean"] is False
+
+
+# --- the README section --------------------------------------------------------------------
+
+DOC_THREADS = {
+    "alice:0b6f3c2e-4a1d-4c8e-9f7a-2d5e8b1c3a90": (
+        "my name is Alice",
+        "my city is Paris",
+        "forget this",
+    ),
+    "alice:7c2d9e41-8b3a-4f6e-a1d2-5e9f0c8b7a63": ("my pin is 4711",),
+    "bob:1e4a7d20-3c9b-4e8f-b6a1-9d2c5f8e0b47": ("my name is Bob",),
+}
+"""What the README's example starts from (it says so in words)."""
+VARYING = [
+    (re.compile(r"\d{4}-\d\d-\d\d[ T]\d\d:\d\d:\d\d(\.\d+)?Z?"), "<time>"),
+    (re.compile(r"[0-9a-f]{32,64}"), "<hex>"),
+    (re.compile(r"\d+"), "<n>"),
+]
+"""Times, digests and pseudonyms, and numbers (the JSON receipt's are compared exactly)."""
+
+
+def lifecycle_commands() -> list[tuple[str, list[str]]]:
+    """Each ``$ memagent ...`` line of the README's "Data lifecycle" console blocks."""
+    text = README.read_text(encoding="utf-8")
+    section = text.split("\n## Data lifecycle\n", 1)[1].split("\n## ", 1)[0]
+    steps: list[tuple[str, list[str]]] = []
+    in_console = False
+    for line in section.splitlines():
+        if line.startswith("```"):
+            in_console = line.strip() == "```console"
+        elif in_console and line.startswith("$ "):
+            steps.append((line[2:], []))
+        elif in_console and steps:
+            steps[-1][1].append(line)
+    return steps
+
+
+def shape(lines: list[str]) -> list[str]:
+    shaped = []
+    for line in lines:
+        for pattern, stand_in in VARYING:
+            line = pattern.sub(stand_in, line)
+        shaped.append(line.rstrip())
+    return shaped
+
+
+def test_every_command_in_the_data_lifecycle_doc_works_as_written(settings: Settings) -> None:
+    for thread_id, said in DOC_THREADS.items():
+        converse(thread_id, *said)
+    steps = lifecycle_commands()
+    assert [shlex.split(command)[1] for command, _ in steps] == [
+        "erase-user",
+        "erase-user",
+        "audit",
+        "vacuum",
+        "vacuum",
+    ]
+    for command, shown in steps:
+        args = shlex.split(command)[1:]
+        result = run(*args, input="y\n" if "--yes" not in args else None)
+        assert result.exit_code == 0, (args, result.output)
+        if args[-1] == "--json":
+            got, doc = json.loads(result.stdout), json.loads("\n".join(shown))
+            assert got.keys() == doc.keys()
+            for key in ("operation", "threads", "rows", "audit_lines", "server"):
+                assert got[key] == doc[key], key
+            assert (got["scan"]["found"], got["scan"]["clean"]) == ({}, True)
+            continue
+        assert shape(result.output.splitlines()) == shape(shown), command

@@ -1391,7 +1391,8 @@ def test_erase_user_removes_her_threads_and_runs_from_the_server_and_nothing_of_
             say(client, thread_id, text)
         first_turn = checkpoint_id(turn_points(client, thread_id)[0])
         client.threads.update_state(thread_id, None, checkpoint_id=first_turn)  # a fork
-        server_threads[name] += [thread_id, client.threads.copy(thread_id)["thread_id"]]
+        copied: Any = client.threads.copy(thread_id)  # type: ignore[func-returns-value]
+        server_threads[name] += [thread_id, copied["thread_id"]]
         page_threads[name] = page_thread_as(auth_server, name, f"my pin is {canaries[name]}")
     alice, bob = names
     alice_client, bob_client = auth_server.client(alice), auth_server.client(bob)

@@ -28,6 +28,8 @@ KEY_FILE = "pseudonym.key"
 """The generated key's file name under ``MEMAGENT_HOME``."""
 MIN_KEY_CHARS = 32
 """A shorter key could be guessed, and every pseudonym with it."""
+HEX_CHARS = 32
+"""A pseudonym's length in hex digits: 128 bits, beyond any collision among users."""
 USER_PREFIX = "user:"
 THREAD_PREFIX = "thread:"
 
@@ -68,7 +70,7 @@ def _stored_key(path: Path) -> bytes:
 
 
 def _pseudonym(key: bytes, prefix: str, value: str) -> str:
-    digest = hmac.new(key, f"{prefix}{value}".encode(), hashlib.sha256).hexdigest()
+    digest = hmac.new(key, f"{prefix}{value}".encode(), hashlib.sha256).hexdigest()[:HEX_CHARS]
     return f"{prefix}{digest}"
 
 
