@@ -406,6 +406,10 @@ def purge(thread_id: str, as_json: bool) -> None:
         click.echo(f"Purged thread {thread_id} up to {erased.kept_from}: {_counts(erased.rows)}.")
 
 
+SERVER_TOKEN_DAYS = 10 / (24 * 60)
+"""How long the token ``erase-user`` makes for the server lasts: ten minutes."""
+
+
 def _server_as(user: str, url: str, settings: Settings) -> ServerThreads:
     """The server at ``url``, reached as ``user`` when auth is on.
 
@@ -439,10 +443,6 @@ def _server_as(user: str, url: str, settings: Settings) -> ServerThreads:
     except (MemagentError, ValueError) as error:
         raise click.ClickException(one_line(error)) from None
     return ServerThreads(url, {"Authorization": f"Bearer {token}"})
-
-
-SERVER_TOKEN_DAYS = 10 / (24 * 60)
-"""How long the token ``erase-user`` makes for the server lasts: ten minutes."""
 
 
 @main.command("erase-user")
