@@ -8,6 +8,7 @@ every table the catalog lists; the server's route is in ``tests/test_server.py``
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import secrets
@@ -20,6 +21,7 @@ import httpx
 import psycopg
 import pytest
 from click.testing import CliRunner, Result
+from langchain_core.messages import HumanMessage
 from psycopg import sql
 
 from agent import auth
@@ -28,7 +30,19 @@ from agent.cli import main
 from agent.settings import Settings
 from agent.store.pseudonym import KEY_FILE, thread_pseudonym, user_pseudonym
 from agent.store.receipt import ERASED_TABLES, digest_of
-from tests.helpers import README, Chat, converse, count, needle_columns, rows, web_client
+from tests.helpers import (
+    HANG_GUARD,
+    README,
+    Chat,
+    Gate,
+    converse,
+    count,
+    needle_columns,
+    rows,
+    wait_for_lease,
+    wait_until_waiting_for,
+    web_client,
+)
 from tools import admin
 
 KEY = b"k" * 32
@@ -490,3 +504,26 @@ def test_every_command_in_the_data_lifecycle_doc_works_as_written(settings: Sett
             assert (got["scan"]["found"], got["scan"]["clean"]) == ({}, True)
             continue
         assert shape(result.output.splitlines()) == shape(shown), command
+
+
+async def test_erase_waits_for_a_running_turn_which_then_cannot_write_the_thread_back(
+    saver: MemagentSaver, database_url: str
+) -> None:
+    thread_id = f"alice:{uuid.uuid4()}"
+    chat = Chat(saver, thread_id)
+    await chat.say("my pin is 4711")
+    gate = Gate("a late reply")
+    chat.model.script.append(gate)
+    turn = asyncio.create_task(
+        chat.graph.ainvoke({"messages": [HumanMessage("one more")]}, chat.config)
+    )
+    await gate.reached()
+    lease = await asyncio.to_thread(wait_for_lease, database_url, thread_id)
+    erase = asyncio.create_task(admin.aerase_user(saver, "alice", pseudonym_key=KEY))
+    await asyncio.to_thread(wait_until_waiting_for, lease)
+    gate.release.set()
+    await asyncio.wait_for(turn, HANG_GUARD)
+    receipt = await asyncio.wait_for(erase, HANG_GUARD)
+    assert receipt.threads == 1 and receipt.scan.clean
+    assert all(not found for found in rows_of_threads(database_url, [thread_id]).values())
+    assert rows_naming(database_url, ["a late reply", "4711"]) == {}
