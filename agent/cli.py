@@ -31,10 +31,12 @@ from agent.presentation import json_default, shown_messages
 from agent.session import ChatSession, new_thread_id
 from agent.settings import Settings
 from agent.store.database import open_saver
+from agent.store.receipt import ErasureReceipt
 from agent.store.saver import MemagentSaver
+from agent.store.server_threads import ServerThreads
 from agent.terminal import REPLY_CANCELLED, open_terminal, reply_or_cancel, show_recap
 from agent.tree_view import local_time, render_tree
-from agent.validation import check_quotes, check_thread_id
+from agent.validation import check_quotes, check_thread_id, check_user
 from tools import admin
 
 T = TypeVar("T")
@@ -410,8 +412,134 @@ def purge(thread_id: str, as_json: bool) -> None:
         click.echo(f"Purged thread {thread_id} up to {erased.kept_from}: {_counts(erased.rows)}.")
 
 
+SERVER_TOKEN_DAYS = 10 / (24 * 60)
+"""How long the token ``erase-user`` makes for the server lasts: ten minutes."""
+
+
+def _server_as(user: str, url: str, settings: Settings) -> ServerThreads:
+    """The server at ``url``, reached as ``user`` when auth is on.
+
+    With a shared secret, a token for ``user`` lasting minutes is made here, so the
+    server's auth shows exactly that user's threads. Tokens of an identity provider
+    cannot be made here.
+
+    Raises:
+        click.ClickException: Auth is on with an identity provider, or its settings
+            are unusable.
+    """
+    if not settings.auth_enabled:
+        return ServerThreads(url)
+    from agent.auth import issue_token, shared_secret  # only with auth on
+
+    if settings.auth_jwks_url is not None:
+        raise click.ClickException(
+            "With MEMAGENT_AUTH_JWKS_URL, tokens come from your identity provider, so "
+            "memagent cannot act as the user on the server; run erase-user without "
+            "--server (the database is still erased) and delete the user's server "
+            "threads with one of their tokens."
+        )
+    try:
+        token = issue_token(
+            user,
+            shared_secret(settings),
+            days=SERVER_TOKEN_DAYS,
+            issuer=settings.auth_issuer,
+            audience=settings.auth_audience,
+        )
+    except (MemagentError, ValueError) as error:
+        raise click.ClickException(one_line(error)) from None
+    return ServerThreads(url, {"Authorization": f"Bearer {token}"})
+
+
+@main.command("erase-user")
+@click.argument("user")
+@click.option(
+    "--server",
+    "server_url",
+    help="Also erase from this langgraph dev server (default: MEMAGENT_SERVER_URL).",
+)
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def erase_user(user: str, server_url: str | None, yes: bool, as_json: bool) -> None:
+    """Erase every thread of a user, everywhere, and print the receipt.
+
+    Exits with status 1 if the scan afterwards still finds a row naming the user.
+    """
+    try:
+        check_user(user)
+        settings = Settings.from_env()
+    except MemagentError as error:
+        raise click.ClickException(str(error)) from None
+    url = server_url or settings.server_url
+    server = _server_as(user, url, settings) if url else None
+    if not yes:
+        where = f" (also on the server at {url})" if url else ""
+        _confirm(f"Erase every thread of user {user}{where} permanently? It cannot be undone")
+
+    async def erase(saver: MemagentSaver) -> ErasureReceipt:
+        try:
+            return await admin.aerase_user(saver, user, server=server, surface="cli")
+        finally:
+            if server is not None:
+                await server.aclose()
+
+    receipt = _with_saver(erase)
+    if as_json:
+        _echo_json(receipt.to_json())
+    else:
+        click.echo(_receipt_lines(user, receipt))
+    if not receipt.scan.clean:
+        click.echo(
+            f"Warning: rows still name user {user} or hold one of their thread ids: "
+            f"{_counts(receipt.scan.found)}.",
+            err=True,
+        )
+        sys.exit(1)
+
+
+def _receipt_lines(user: str, receipt: ErasureReceipt) -> str:
+    server = receipt.server
+    on_server = f"; on the server: {server.threads} threads, {server.runs} runs" if server else ""
+    scan = receipt.scan
+    found = "nothing found" if scan.clean else f"found {_counts(scan.found)}"
+    return (
+        f"Erased user {user}: {receipt.threads} threads; {_counts(receipt.rows)}{on_server}.\n"
+        f"Audit log: {receipt.audit_lines} line(s) now name {receipt.user} instead.\n"
+        f"Scan of {scan.tables} tables ({scan.columns} columns): {found}.\n"
+        f"Receipt {receipt.digest}, kept in the audit log."
+    )
+
+
+@main.command()
+@click.option(
+    "--full",
+    is_flag=True,
+    help="VACUUM FULL: give the space back to the system (locks each table meanwhile).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def vacuum(full: bool, as_json: bool) -> None:
+    """Reclaim the space of erased rows now (VACUUM on memagent's and langgraph's tables)."""
+    sizes = _with_saver(lambda saver: admin.avacuum(saver, full=full))
+    if as_json:
+        tables = {t: {"bytes_before": b, "bytes_after": a} for t, (b, a) in sizes.items()}
+        _echo_json({"full": full, "tables": tables})
+        return
+    if not full:  # VACUUM marks space reusable; a file's size barely changes
+        click.echo(
+            f"VACUUM done on {len(sizes)} tables: the space of removed rows can be reused. "
+            "`memagent vacuum --full` gives it back to the system."
+        )
+        return
+    before, after = (sum(size[i] for size in sizes.values()) for i in (0, 1))
+    click.echo(f"VACUUM FULL done on {len(sizes)} tables: {before} -> {after} bytes.")
+
+
 def _audit_detail(row: dict[str, Any]) -> str:
     detail = row["detail"] or {}
+    if row["operation"] == admin.ERASE_USER_OPERATION:
+        rows = sum(detail.get("rows", {}).values())
+        clean = "clean" if detail.get("scan", {}).get("clean") else "NOT clean"
+        return f"  {detail.get('threads', 0)} threads, {rows} rows, scan {clean}"
     if row["operation"] == "rewind" and detail.get("target"):
         return f"  to {detail['target']}"
     if row["operation"] == "purge" and detail.get("kept_from"):

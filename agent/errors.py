@@ -214,3 +214,15 @@ class NothingToCompactError(RequestError):
     def __init__(self, thread_id: str) -> None:
         self.thread_id = thread_id
         super().__init__(f"Thread {thread_id!r} has no earlier turns to summarise yet.")
+
+
+class InvalidUserError(RequestError):
+    """Text that cannot be a user's name (empty, too long, control characters)."""
+
+
+class ServerUnavailableError(MemagentError, RuntimeError):
+    """The ``langgraph dev`` server could not be reached, or refused a request."""
+
+    def __init__(self, url: str, reason: str) -> None:
+        self.url = url
+        super().__init__(f"The server at {url} could not be used: {reason}")

@@ -118,6 +118,11 @@ class Settings:
         context_tokens: The most tokens one model call may receive
             (``MEMAGENT_CONTEXT_TOKENS``); ``None`` derives it from the model
             (``agent.memory.budget.resolve_context_tokens``).
+        pseudonym_key: The secret behind the audit log's pseudonyms of erased users
+            (``MEMAGENT_PSEUDONYM_KEY``); ``None``: a key memagent keeps in ``home``
+            (``agent.store.pseudonym``).
+        server_url: The ``langgraph dev`` server whose threads ``erase-user`` also
+            removes (``MEMAGENT_SERVER_URL``); ``None``: no server.
     """
 
     database_url: str | None
@@ -138,6 +143,8 @@ class Settings:
     serde_allow: tuple[tuple[str, str], ...] = ()
     prepared_statements: bool = True
     context_tokens: int | None = None
+    pseudonym_key: str | None = field(default=None, repr=False)
+    server_url: str | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -167,6 +174,8 @@ class Settings:
             serde_allow=_type_names(env, "MEMAGENT_SERDE_ALLOW"),
             prepared_statements=_bool(env, "MEMAGENT_PREPARED_STATEMENTS", True),
             context_tokens=_optional_int(env, "MEMAGENT_CONTEXT_TOKENS"),
+            pseudonym_key=env.get("MEMAGENT_PSEUDONYM_KEY", "").strip() or None,
+            server_url=env.get("MEMAGENT_SERVER_URL", "").strip() or None,
         )
 
     @property

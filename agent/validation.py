@@ -13,6 +13,7 @@ from agent.errors import (
     InvalidCheckpointIdError,
     InvalidQuoteError,
     InvalidThreadIdError,
+    InvalidUserError,
     MessageRejectedError,
 )
 from agent.prompts import REMOVED_MARKER
@@ -123,3 +124,22 @@ def check_quotes(quotes: object) -> list[str]:
             raise InvalidQuoteError(f"a quote is part of the marker {REMOVED_MARKER}")
         cleaned.append(text)
     return list(dict.fromkeys(cleaned))
+
+
+def check_user(user: object) -> str:
+    """Refuses text that cannot name a thread's owner (empty, too long, control characters).
+
+    Any stored owner passes, so an unknown user is not an error, just nobody's.
+
+    Raises:
+        InvalidUserError: Empty, longer than ``MAX_THREAD_ID_CHARS``, or holding control
+            characters or invalid Unicode.
+    """
+    if not isinstance(user, str) or not user.strip():
+        raise InvalidUserError("A user is required (got an empty name).")
+    if len(user) > MAX_THREAD_ID_CHARS or _BAD_THREAD_CHARS.search(user):
+        raise InvalidUserError(
+            f"User names are at most {MAX_THREAD_ID_CHARS} characters, without control "
+            "characters or invalid Unicode."
+        )
+    return user

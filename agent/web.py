@@ -21,7 +21,9 @@ With ``MEMAGENT_AUTH=true`` the API needs the server's bearer tokens (``agent.au
 The page itself holds no data and stays open, since a browser cannot send a header
 when it opens an address; it asks for the token when the API answers 401. Each user
 then sees only the threads made in the page under their name: their ids start with
-``<user>:``, and any other id answers like a thread that does not exist.
+``<user>:``, and any other id answers like a thread that does not exist. A thread's
+first turn also records its owner in memagent's own table, where ``erase-user``
+finds it.
 
 Every error reaches the page as JSON ``{"error": "<one sentence>"}`` with a fitting
 status, never a traceback; a failure during a streamed reply is the stream's last line.
@@ -282,7 +284,9 @@ async def chat(request: Request) -> Response:
     thread_id = await _thread(request, data.get("thread"))
     text = _text_field(data, "text")
     assert text is not None
-    parts = _session(request).stream(thread_id, text)
+    user = await _user(request)
+    session = _session(request)
+    parts = session.stream(thread_id, text)
     try:
         first = await anext(parts)
     except StopAsyncIteration:
@@ -290,6 +294,8 @@ async def chat(request: Request) -> Response:
 
     async def reply() -> AsyncIterator[bytes]:
         try:
+            if user is not None:  # the turn is saved: whose thread this is (first time only)
+                await session.saver.arecord_owner(thread_id, user)
             if first:
                 yield _line({"text": first})
             async for part in parts:

@@ -1321,3 +1321,145 @@ def test_delete_leaves_no_row_of_the_thread_in_any_table(server: Server) -> None
     )
     assert [a["operation"] for a in audit][-1] == "delete"
     assert audit[-1]["detail"]["memagent_messages"] == counts["memagent_messages"]
+
+
+# --- erasing a user (issue 21) -------------------------------------------------------------
+
+
+def erase_user_command(server: Server, home: Path, user: str) -> dict[str, Any]:
+    """``memagent erase-user USER --server URL --yes --json``, as an operator runs it
+    beside the server (same database and auth settings); its receipt."""
+    assert server.secret is not None
+    env = server_env(
+        home,
+        {
+            "DATABASE_URL": server.database_url,
+            "MEMAGENT_AUTH": "true",
+            memagent_auth.SECRET_VARIABLE: server.secret,
+        },
+    )
+    memagent = Path(sys.executable).parent / "memagent"
+    done = subprocess.run(
+        [str(memagent), "erase-user", user, "--server", server.url, "--yes", "--json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    receipt: dict[str, Any] = json.loads(done.stdout)
+    return receipt
+
+
+def page_thread_as(server: Server, user: str, text: str) -> str:
+    """A thread made and spoken to through the server's page, signed in as ``user``."""
+    assert server.secret is not None
+    headers = {"Authorization": f"Bearer {memagent_auth.issue_token(user, server.secret)}"}
+    made = httpx.post(f"{server.url}/memagent/api/threads", json={}, headers=headers, timeout=10)
+    assert made.status_code == 201, made.text
+    thread_id = str(made.json()["thread_id"])
+    page_say(f"{server.url}/memagent/api/chat", thread_id, text, **headers)
+    return thread_id
+
+
+ERASED = (
+    "checkpoints",
+    "checkpoint_blobs",
+    "checkpoint_writes",
+    "memagent_messages",
+    "memagent_message_seq",
+    "memagent_thread_owner",
+)
+
+
+def test_erase_user_removes_her_threads_and_runs_from_the_server_and_nothing_of_bob(
+    auth_server: Server, tmp_path: Path
+) -> None:
+    """Alice and Bob chat through the server (forgets, a Studio fork, a copy) and its
+    page. After ``erase-user alice``: no row of any table holds her words or thread
+    ids, the server has no thread or run of hers, the audit log names her only by
+    pseudonym, the receipt counts what existed, and Bob's rows are as they were."""
+    tag = uuid.uuid4().hex[:8]
+    names = (f"alice-{tag}", f"bob-{tag}")
+    canaries = {name: f"canary-{name}-{uuid.uuid4().hex}" for name in names}
+    server_threads: dict[str, list[str]] = {name: [] for name in names}
+    page_threads: dict[str, str] = {}
+    for name in names:
+        client = auth_server.client(name)
+        thread_id = client.threads.create()["thread_id"]
+        for text in (f"my address is {canaries[name]}", "my name is Ada", "forget this", "undo"):
+            say(client, thread_id, text)
+        first_turn = checkpoint_id(turn_points(client, thread_id)[0])
+        client.threads.update_state(thread_id, None, checkpoint_id=first_turn)  # a fork
+        copied: Any = client.threads.copy(thread_id)  # type: ignore[func-returns-value]
+        server_threads[name] += [thread_id, copied["thread_id"]]
+        page_threads[name] = page_thread_as(auth_server, name, f"my pin is {canaries[name]}")
+    alice, bob = names
+    alice_client, bob_client = auth_server.client(alice), auth_server.client(bob)
+    deleted = alice_client.threads.create()["thread_id"]
+    say(alice_client, deleted, "my dog is Rex")
+    alice_client.threads.delete(deleted)  # the server's delete takes its owner row too
+    gone = rows(
+        auth_server.database_url,
+        "SELECT * FROM memagent_thread_owner WHERE thread_id = %s",
+        deleted,
+    )
+    assert gone == []
+    theirs = [*server_threads[alice], page_threads[alice]]
+    owners = rows(
+        auth_server.database_url,
+        "SELECT owner FROM memagent_thread_owner WHERE thread_id = ANY(%s)",
+        theirs,
+    )
+    assert [row["owner"] for row in owners] == [alice] * 3, "the server and page record her"
+
+    def counts(thread_ids: list[str]) -> dict[str, int]:
+        return {
+            table: rows(
+                auth_server.database_url,
+                f"SELECT count(*) AS n FROM {table} WHERE thread_id = ANY(%s)",
+                thread_ids,
+            )[0]["n"]
+            for table in ERASED
+        }
+
+    existed = counts([*theirs, deleted])  # a delete may leave a row that only names it
+    with_rows = sum(any(counts([t]).values()) for t in [*theirs, deleted])
+    runs = sum(len(alice_client.runs.list(t, limit=100)) for t in server_threads[alice])
+    bob_rows = {
+        t: thread_snapshot(auth_server.database_url, t)
+        for t in [*server_threads[bob], page_threads[bob]]
+    }
+    bob_runs = {t: bob_client.runs.list(t, limit=100) for t in server_threads[bob]}
+
+    receipt = erase_user_command(auth_server, tmp_path / "operator", alice)
+
+    assert receipt["rows"] == existed
+    assert receipt["threads"] == with_rows >= 3
+    assert receipt["server"] == {"threads": 2, "runs": runs}
+    assert receipt["scan"]["clean"] is True
+    assert alice not in json.dumps(receipt) and not any(t in json.dumps(receipt) for t in theirs)
+    assert alice_client.threads.search() == []
+    for thread_id in server_threads[alice]:
+        assert http_status(alice_client.runs.list, thread_id) == 404
+    for needle in (canaries[alice], *theirs, deleted):  # the delete's audit line too
+        assert needle_columns(auth_server.database_url, needle) == {}, needle
+    assert (
+        rows(auth_server.database_url, "SELECT id FROM memagent_audit WHERE actor = %s", alice)
+        == []
+    )
+    kept = rows(
+        auth_server.database_url,
+        "SELECT actor, detail FROM memagent_audit WHERE operation = 'erase-user' AND actor = %s",
+        receipt["user"],
+    )
+    assert [row["detail"] for row in kept] == [receipt]
+
+    assert {t: thread_snapshot(auth_server.database_url, t) for t in bob_rows} == bob_rows
+    assert {t: bob_client.runs.list(t, limit=100) for t in server_threads[bob]} == bob_runs
+    assert needle_columns(auth_server.database_url, canaries[bob]) != {}
+
+    again = erase_user_command(auth_server, tmp_path / "operator", alice)
+    assert again["rows"] == dict.fromkeys(ERASED, 0)
+    assert (again["threads"], again["server"]) == (0, {"threads": 0, "runs": 0})
+    assert again["user"] == receipt["user"] and again.keys() == receipt.keys()

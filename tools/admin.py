@@ -56,11 +56,17 @@ from agent.memory.updates import (
 from agent.model import load_model
 from agent.prompts import SYSTEM_PROMPT
 from agent.settings import Settings
+from agent.store import pseudonym
+from agent.store.receipt import ERASED_TABLES, ErasureReceipt, ServerErasure
 from agent.store.saver import MemagentSaver
-from agent.validation import check_quotes, check_thread_id, clean_reason
+from agent.store.server_threads import ServerThreads
+from agent.validation import check_quotes, check_thread_id, check_user, clean_reason
 from tools.memory import memory_tools
 
 Surface = Literal["tool", "cli", "code", "server", "web"]
+ERASE_USER_OPERATION = "erase-user"
+"""The audit log's operation for ``aerase_user``; its line's thread and actor are the
+user's pseudonym, its detail the receipt."""
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -401,6 +407,100 @@ async def aaudit(
     return await saver.aaudit(thread_id, limit)
 
 
+async def aerase_user(
+    saver: MemagentSaver,
+    user: str,
+    *,
+    server: ServerThreads | None = None,
+    pseudonym_key: bytes | None = None,
+    surface: Surface = "code",
+) -> ErasureReceipt:
+    """Erases every thread of a user, everywhere, and returns the receipt that proves it.
+
+    The user's threads are those memagent recorded as theirs (the page and the server
+    with auth on), the page's ``<user>:<uuid>`` threads, and, with ``server``, the
+    server's threads whose metadata names them. Each is erased on every branch and in
+    every table (conversation, message rows and counter, ownership) in one
+    transaction of its own, after any turn on it has finished; then the server deletes
+    its record of the threads and their runs. The audit log keeps its lines with the
+    user's name and thread ids replaced by keyed pseudonyms (``agent.store.pseudonym``)
+    and gets one more: the receipt. A scan of every table then checks that no row
+    names the user or holds one of their thread ids. Other users' rows are not touched.
+    An unknown user, or one erased before, gets a receipt of zeros.
+
+    Args:
+        saver: The saver.
+        user: The user's name, as auth knows it (a token's ``sub``).
+        server: The ``langgraph dev`` server to erase from too, reached as the user.
+        pseudonym_key: The pseudonyms' key; ``None``: the configured one.
+        surface: Where the request came from, for the audit log.
+
+    Raises:
+        RequestError: ``user`` cannot be a user's name (nothing is changed).
+        ServerUnavailableError: The server could not be reached or refused; nothing
+            is erased if it failed before the first thread was.
+        ThreadBusyError: A turn kept a thread busy longer than the busy timeout; the
+            threads before it are erased, and erasing again finishes the rest.
+    """
+    check_user(user)
+    key = pseudonym_key or pseudonym.pseudonym_key(Settings.from_env())
+    on_server: list[str] = []
+    if server is not None:
+        on_server = await server.threads_of(user)
+        for thread_id in on_server:
+            await server.stop_runs(thread_id)
+    # Threads the audit log ties to the user include ones deleted earlier, of which a
+    # row may remain that only names them.
+    thread_ids = sorted(
+        {*await saver.athreads_of(user), *on_server, *await saver.aaudit_threads_of(user)}
+    )
+    rows = dict.fromkeys(ERASED_TABLES, 0)
+    erased = 0
+    for thread_id in thread_ids:
+        async with saver.thread_lease(thread_id):
+            removed = await saver.aerase_thread(thread_id)
+        erased += any(removed.values())
+        for table, count in removed.items():
+            rows[table] += count
+    server_erasure = None
+    if server is not None:
+        server_erasure = ServerErasure(*await server.delete())
+    user_pseudonym = pseudonym.user_pseudonym(key, user)
+    # After the server's deletes, which write audit lines of their own.
+    in_audit = sorted({*thread_ids, *await saver.aaudit_threads_of(user)})
+    audit_lines = await saver.apseudonymise_audit(
+        user, user_pseudonym, {t: pseudonym.thread_pseudonym(key, t) for t in in_audit}
+    )
+    receipt = ErasureReceipt.make(
+        user=user_pseudonym,
+        threads=erased,
+        rows=rows,
+        audit_lines=audit_lines,
+        server=server_erasure,
+        scan=await saver.ascan_for(user, in_audit),
+    )
+    await saver.arecord_audit(
+        ERASE_USER_OPERATION,
+        user_pseudonym,
+        surface=surface,
+        actor=user_pseudonym,
+        detail=receipt.to_json(),
+    )
+    return receipt
+
+
+async def avacuum(saver: MemagentSaver, *, full: bool = False) -> dict[str, tuple[int, int]]:
+    """VACUUM (``full``: VACUUM FULL) on memagent's and langgraph's tables, now.
+
+    For operators who must reclaim the space of erased rows at once rather than when
+    autovacuum comes by. VACUUM FULL rewrites each table and locks it while it does.
+
+    Returns:
+        Per table, its size in bytes before and after.
+    """
+    return await saver.avacuum(full=full)
+
+
 timeline = sync_twin(atimeline)
 tree = sync_twin(atree)
 threads = sync_twin(athreads)
@@ -413,3 +513,5 @@ undo = sync_twin(aundo)
 delete = sync_twin(adelete)
 purge = sync_twin(apurge)
 audit = sync_twin(aaudit)
+erase_user = sync_twin(aerase_user)
+vacuum = sync_twin(avacuum)

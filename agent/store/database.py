@@ -16,6 +16,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+from langchain_core.runnables import RunnableConfig
 from psycopg import AsyncConnection
 from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import DictRow, dict_row
@@ -176,12 +177,15 @@ async def server_checkpointer() -> AsyncIterator[MemagentSaver]:
 
     Once the database is open it says, in one line of the server's output, which
     model and which database memagent uses; it also lets the saver audit the
-    requesting user for the deletes the server makes directly.
+    requesting user for the deletes the server makes directly and, with auth on,
+    record the owner of each thread a user writes to (``server_thread_owner``).
     """
     settings = Settings.from_env()
     try:
         async with open_saver(settings) as saver:
             saver.request_user = server_request_user
+            if settings.auth_enabled:
+                saver.thread_owner = server_thread_owner
             announce(f"model {model_label(settings)}, database {describe_database(settings)}")
             yield saver
     finally:
@@ -199,6 +203,24 @@ def server_request_user() -> str | None:
 
     context = get_auth_ctx()
     return context.user.identity if context is not None else None
+
+
+SERVER_USER_KEY = "langgraph_auth_user_id"
+"""Where the server puts the authenticated user's id in every run's ``configurable``."""
+
+
+def server_thread_owner(config: RunnableConfig) -> str | None:
+    """The user a checkpoint is written for in the server, with auth on.
+
+    Recorded by the saver's ``aput`` as the thread's owner: every way the server
+    writes a thread passes there after its auth has let the user in (runs carry the
+    user in their config; Studio's ``update_state`` runs inside the user's request),
+    and only then, so a refused request records nothing. The auth handler, the
+    other candidate, runs before the server has checked that the thread is the
+    user's to write.
+    """
+    user = config.get("configurable", {}).get(SERVER_USER_KEY)
+    return str(user) if user else server_request_user()
 
 
 def release_embedded_postgres() -> None:

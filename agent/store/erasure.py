@@ -27,12 +27,35 @@ Connection = AsyncConnection[DictRow]
 
 
 async def delete_thread(conn: Connection, thread_id: str) -> dict[str, int]:
-    """Deletes every row of a thread in one transaction; rows removed per table."""
-    counts: dict[str, int] = {}
+    """Deletes every row of a thread in one transaction; rows removed per table.
+
+    Its ownership goes too (uncounted: a delete reports the conversation's tables).
+    """
     async with conn.transaction():
-        for table, statement in sql.DELETE_THREAD:
-            cur = await conn.execute(statement, (thread_id,))
-            counts[table] = cur.rowcount
+        counts = await _delete_rows(conn, thread_id, sql.DELETE_THREAD)
+        await conn.execute(sql.DELETE_THREAD_OWNER, (thread_id,))
+    return counts
+
+
+async def erase_thread(conn: Connection, thread_id: str) -> dict[str, int]:
+    """``delete_thread`` plus every row that only names the thread, counted, at once.
+
+    For erasing a person: besides the conversation, the thread's message counter
+    and its ownership go, in the same transaction.
+    """
+    async with conn.transaction():
+        return await _delete_rows(
+            conn, thread_id, (*sql.DELETE_THREAD, *sql.ERASE_THREAD_BOOKKEEPING)
+        )
+
+
+async def _delete_rows(
+    conn: Connection, thread_id: str, statements: Sequence[tuple[str, str]]
+) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for table, statement in statements:
+        cur = await conn.execute(statement, (thread_id,))
+        counts[table] = cur.rowcount
     return counts
 
 

@@ -163,6 +163,10 @@ class MessageCache:
                 return seq
         return None
 
+    def forget_thread(self, thread_id: str) -> None:
+        """Drops every cached row of a thread (erased: its numbers may come back)."""
+        self.forget_rows(thread_id, [seq for (thread, seq) in self._rows if thread == thread_id])
+
     def forget_rows(self, thread_id: str, numbers: Iterable[int]) -> None:
         """Drops some rows of a thread, e.g. those a redact replaced by new ones."""
         for key in [(thread_id, seq) for seq in numbers if (thread_id, seq) in self._rows]:

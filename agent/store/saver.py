@@ -41,7 +41,7 @@ from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
 from agent.memory.entries import TimelineEntry
-from agent.store import audit, erasure, history, sql
+from agent.store import audit, erasure, history, maintenance, ownership, sql, verification
 from agent.store.leases import DEFAULT_LEASE_SECONDS, ThreadLeases
 from agent.store.messages import (
     MESSAGES_CHANNEL,
@@ -56,6 +56,7 @@ from agent.store.messages import (
 )
 from agent.store.metadata import memory_metadata
 from agent.store.serde import strict_serializer
+from agent.store.verification import Scan
 from agent.validation import check_thread_id
 
 LOAD_OFF_LOOP_BYTES = 256 * 1024
@@ -129,6 +130,9 @@ class MemagentSaver(AsyncPostgresSaver):
         self.request_user: Callable[[], str | None] = lambda: None
         """Who asked for the current call, for the audit of calls the server makes
         directly (``adelete_thread``); the server's factory sets it."""
+        self.thread_owner: Callable[[RunnableConfig], str | None] = lambda config: None
+        """The authenticated user a checkpoint is written for, recorded as its thread's
+        owner by ``aput``; the server's factory sets it when auth is on."""
 
     async def aget_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
         check_config_thread(config)
@@ -194,7 +198,10 @@ class MemagentSaver(AsyncPostgresSaver):
             )
         if blob_versions:  # small once messages are rows: encoded here, not in a thread
             blob_rows.extend(self._dump_blobs(thread_id, checkpoint_ns, blob_values, blob_versions))
+        owner = self.thread_owner(config) if not checkpoint_ns else None
         async with self._cursor(pipeline=True) as cur:
+            if owner is not None:  # in the same round trip: no extra wait per checkpoint
+                await cur.execute(sql.RECORD_THREAD_OWNER, (thread_id, owner))
             if message_rows:
                 await cur.executemany(sql.INSERT_MESSAGE, message_rows)
             if blob_rows:
@@ -440,6 +447,8 @@ class MemagentSaver(AsyncPostgresSaver):
         async with self.conn.connection() as conn:
             for thread_id in thread_ids:
                 await erasure.delete_unreferenced_messages(conn, str(thread_id))
+            if strategy == "delete":  # a deleted thread has no owner
+                await conn.execute(sql.DELETE_THREAD_OWNERS, ([str(t) for t in thread_ids],))
 
     async def setup(self) -> None:
         """Creates or migrates langgraph's tables and memagent's, one process at a time.
@@ -586,6 +595,56 @@ class MemagentSaver(AsyncPostgresSaver):
         # row it would be stored as a reference to that (now deleted) row.
         self._messages.forget_rows(thread_id, done.replaced)
         return done.counts
+
+    async def arecord_owner(self, thread_id: str, owner: str) -> None:
+        """Records who owns a thread, unless it has an owner already (``ownership``)."""
+        check_thread_id(thread_id)
+        async with self.conn.connection() as conn:
+            await ownership.record_owner(conn, thread_id, owner)
+
+    async def athreads_of(self, user: str) -> list[str]:
+        """The threads of a user this database knows of (``ownership.threads_of``)."""
+        async with self.conn.connection() as conn:
+            return await ownership.threads_of(conn, user)
+
+    async def aaudit_threads_of(self, user: str) -> list[str]:
+        """The threads the audit log ties to a user (``ownership.audit_threads_of``)."""
+        async with self.conn.connection() as conn:
+            return await ownership.audit_threads_of(conn, user)
+
+    async def aerase_thread(self, thread_id: str) -> dict[str, int]:
+        """Every row naming a thread, in one transaction (``erasure.erase_thread``).
+
+        The thread's cached rows and unused message numbers go too: its counter row
+        is gone, so numbers start again if the id is ever used again.
+        """
+        check_thread_id(thread_id)
+        async with self.conn.connection() as conn:
+            counts = await erasure.erase_thread(conn, thread_id)
+        self._messages.forget_thread(thread_id)
+        self._reserved.pop(thread_id, None)
+        return counts
+
+    async def apseudonymise_audit(
+        self, user: str, pseudonym: str, thread_pseudonyms: Mapping[str, str]
+    ) -> int:
+        """The audit log without the user's name and thread ids; lines changed."""
+        async with self.conn.connection() as conn:
+            return await ownership.pseudonymise_audit(conn, user, pseudonym, thread_pseudonyms)
+
+    async def ascan_for(self, user: str, thread_ids: Sequence[str]) -> Scan:
+        """Every table searched for the user and their thread ids (``verification``)."""
+        async with self.conn.connection() as conn:
+            return await verification.scan_for(conn, user, thread_ids)
+
+    async def avacuum(self, *, full: bool = False) -> dict[str, tuple[int, int]]:
+        """VACUUM (or VACUUM FULL) on memagent's and langgraph's tables (``maintenance``).
+
+        Returns:
+            Per table, its size in bytes before and after.
+        """
+        async with self.conn.connection() as conn:
+            return await maintenance.vacuum(conn, full=full)
 
     async def arecord_audit(
         self,

@@ -76,6 +76,17 @@ $$""",
     thread_id TEXT PRIMARY KEY,
     last_seq BIGINT NOT NULL
 )""",
+    # Who owns a thread, as the authenticated page or server saw it first used
+    # (docs/SPEC.md, "Data lifecycle"): what ``erase-user`` finds a user's threads by.
+    # The server's own record (thread metadata) lives outside PostgreSQL, in its
+    # ``.langgraph_api/`` files, and the page's threads are known only by their id.
+    """CREATE TABLE IF NOT EXISTS memagent_thread_owner (
+    thread_id TEXT PRIMARY KEY,
+    owner TEXT NOT NULL,
+    created_at TIMESTAMPTZ NOT NULL DEFAULT now()
+)""",
+    """CREATE INDEX IF NOT EXISTS memagent_thread_owner_owner_idx
+    ON memagent_thread_owner (owner)""",
 )
 SELECT_MIGRATION_VERSION = "SELECT max(v) AS v FROM memagent_migrations"
 INSERT_MIGRATION_VERSION = "INSERT INTO memagent_migrations (v) VALUES (%s)"
@@ -162,6 +173,96 @@ DELETE_THREAD: tuple[tuple[str, str], ...] = (
     ("checkpoints", "DELETE FROM checkpoints WHERE thread_id = %s"),
     ("memagent_messages", "DELETE FROM memagent_messages WHERE thread_id = %s"),
 )
+# A deleted thread has no owner any more. Not counted with the rows above, which are
+# what a delete reports (``memagent delete --json``); ``erase-user`` counts it.
+DELETE_THREAD_OWNER = "DELETE FROM memagent_thread_owner WHERE thread_id = %s"
+DELETE_THREAD_OWNERS = "DELETE FROM memagent_thread_owner WHERE thread_id = ANY(%s)"
+# What else names a thread: erasing a user removes it too, in the same transaction
+# as the rows of ``DELETE_THREAD``. The thread's lease is held by the erase and goes
+# when it is released.
+ERASE_THREAD_BOOKKEEPING: tuple[tuple[str, str], ...] = (
+    ("memagent_message_seq", "DELETE FROM memagent_message_seq WHERE thread_id = %s"),
+    ("memagent_thread_owner", DELETE_THREAD_OWNER),
+)
+
+# The first authenticated use of a thread records its owner; later uses change
+# nothing, so a thread never changes hands.
+RECORD_THREAD_OWNER = """
+INSERT INTO memagent_thread_owner (thread_id, owner) VALUES (%s, %s)
+ON CONFLICT (thread_id) DO NOTHING
+"""
+SELECT_OWNED_THREADS = """
+SELECT thread_id FROM memagent_thread_owner WHERE owner = %s ORDER BY thread_id
+"""
+# The page names its threads ``<user>:<uuid>``; threads it made before ownership was
+# recorded are found by that shape (the caller checks the uuid part, so user ``a``
+# does not find user ``a:b``'s threads).
+SELECT_THREADS_WITH_PREFIX = """
+SELECT thread_id FROM checkpoints WHERE left(thread_id, %(length)s) = %(prefix)s
+UNION
+SELECT thread_id FROM memagent_messages WHERE left(thread_id, %(length)s) = %(prefix)s
+"""
+
+# The audit log keeps every line of an erased user's threads, with the thread ids and
+# the user's name replaced by keyed pseudonyms (``agent.store.pseudonym``): counts and
+# times stay, and nothing names the person.
+# The audit lines about a user: those they made, and those of their page's threads
+# (the caller checks the page's id shape).
+SELECT_AUDIT_THREADS_OF = """
+SELECT thread_id, bool_or(actor = %(actor)s) AS by_actor FROM memagent_audit
+WHERE actor = %(actor)s OR left(thread_id, %(length)s) = %(prefix)s
+GROUP BY thread_id
+"""
+PSEUDONYMISE_AUDIT = """
+UPDATE memagent_audit a
+SET thread_id = coalesce(
+        (SELECT p.pseudonym
+         FROM unnest(%(threads)s::text[], %(pseudonyms)s::text[]) AS p(thread_id, pseudonym)
+         WHERE p.thread_id = a.thread_id),
+        a.thread_id),
+    actor = CASE WHEN a.actor = %(user)s THEN %(pseudonym)s ELSE a.actor END
+WHERE a.thread_id = ANY(%(threads)s::text[]) OR a.actor = %(user)s
+"""
+
+# The verification scan after an erase (``agent.store.verification``): independent of
+# the statements above, it reads the catalog for every text, JSON and bytes column of
+# every table in the database's search path and asks each whether a row holds what was
+# erased. Column names come from the catalog, composed as identifiers.
+SELECT_SCANNABLE_COLUMNS = r"""
+SELECT c.table_schema, c.table_name, c.column_name, c.data_type
+FROM information_schema.columns c
+JOIN information_schema.tables t USING (table_catalog, table_schema, table_name)
+WHERE t.table_type = 'BASE TABLE'
+  AND c.table_schema NOT IN ('pg_catalog', 'information_schema')
+  AND c.table_schema NOT LIKE 'pg\_%%'
+  AND c.data_type IN ('text', 'character varying', 'character', 'json', 'jsonb', 'bytea')
+ORDER BY c.table_schema, c.table_name, c.ordinal_position
+"""
+# Per column type, the test a value fails: a text column that *is* an erased id or the
+# user's name; a JSON value that holds an id anywhere in its text, or has the name as
+# one of its strings; bytes (msgpack, which keeps text as UTF-8) that hold an id.
+# The name is not searched inside free text: another user may mention it.
+SCAN_TEXT = "{column}::text = ANY(%(exact)s::text[])"
+SCAN_JSON = """
+EXISTS (SELECT 1 FROM unnest(%(ids)s::text[]) AS i(id) WHERE strpos({column}::text, i.id) > 0)
+OR jsonb_path_exists({column}::jsonb, 'strict $.** ? (@ == $name)', %(name)s::jsonb)
+"""
+SCAN_BYTES = """
+EXISTS (SELECT 1 FROM unnest(%(raw_ids)s::bytea[]) AS i(id) WHERE position(i.id IN {column}) > 0)
+"""
+SCAN_TABLE = "SELECT count(*) AS hits FROM {table} WHERE {tests}"
+
+# ``memagent vacuum``: memagent's and langgraph's tables in the current schema, for
+# VACUUM, which the library never runs and which cannot run inside a transaction.
+SELECT_OWN_TABLES = r"""
+SELECT tablename FROM pg_tables
+WHERE schemaname = current_schema()
+  AND (tablename LIKE 'checkpoint%%' OR tablename LIKE 'memagent\_%%')
+ORDER BY tablename
+"""
+SELECT_TABLE_BYTES = "SELECT pg_total_relation_size(%s::regclass) AS bytes"
+VACUUM_TABLE = "VACUUM {table}"
+VACUUM_FULL_TABLE = "VACUUM FULL {table}"
 
 # Purge keeps the thread from its newest forget on. ``aprune`` can only keep the
 # latest checkpoint or nothing, so the cut is made here, in one transaction.
@@ -440,6 +541,14 @@ INSERT INTO memagent_message_seq (thread_id, last_seq)
 SELECT %(target)s, last_seq FROM memagent_message_seq WHERE thread_id = %(source)s
 ON CONFLICT (thread_id) DO UPDATE
     SET last_seq = GREATEST(memagent_message_seq.last_seq, EXCLUDED.last_seq)
+""",
+    ),  # A copy belongs to whoever owns the original: only they can copy it.
+    (
+        "memagent_thread_owner",
+        """
+INSERT INTO memagent_thread_owner (thread_id, owner)
+SELECT %(target)s, owner FROM memagent_thread_owner WHERE thread_id = %(source)s
+ON CONFLICT (thread_id) DO NOTHING
 """,
     ),
 )
