@@ -72,6 +72,7 @@ from agent.memory.timeline import MAX_TIMELINE_LIMIT
 from agent.presentation import json_default, shown_messages
 from agent.session import ChatSession, new_thread_id
 from agent.settings import Settings
+from agent.store.ownership import is_page_thread_of
 from agent.validation import check_thread_id, parse_checkpoint_id
 from agent.web_guard import PageGuard, is_loopback
 from tools import admin
@@ -183,7 +184,7 @@ async def _thread(request: Request, thread_id: Any) -> str:
         raise WebError(400, "The request needs 'thread' as text.")
     check_thread_id(thread_id)
     user = await _user(request)
-    if user is not None and not thread_id.startswith(f"{user}:"):
+    if user is not None and not is_page_thread_of(user, thread_id):
         raise ThreadNotFoundError(thread_id)
     return thread_id
 
@@ -212,7 +213,7 @@ async def list_threads(request: Request) -> Response:
     user = await _user(request)
     rows = await admin.athreads(_session(request).saver)
     if user is not None:
-        rows = [row for row in rows if row["thread_id"].startswith(f"{user}:")]
+        rows = [row for row in rows if is_page_thread_of(user, row["thread_id"])]
     return _json({"threads": rows})
 
 

@@ -233,6 +233,31 @@ async def test_with_auth_on_each_user_gets_only_their_threads(
     ]
 
 
+async def test_a_user_whose_name_begins_another_users_cannot_reach_their_threads(
+    settings: Settings, saver: MemagentSaver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """User ``a`` is not the owner of ``a:b:<uuid>``, the page thread of user ``a:b``."""
+    secret = secrets.token_urlsafe(32)
+    monkeypatch.setenv("MEMAGENT_AUTH", "true")
+    monkeypatch.setenv("MEMAGENT_AUTH_SECRET", secret)
+    a_b = {"Authorization": f"Bearer {auth.issue_token('a:b', secret)}"}
+    a = {"Authorization": f"Bearer {auth.issue_token('a', secret)}"}
+
+    async with web_client() as client:
+        thread = (await client.post("/api/threads", json={}, headers=a_b)).json()["thread_id"]
+        await client.post(
+            "/api/chat", json={"thread": thread, "text": "my PIN is 4321"}, headers=a_b
+        )
+
+        assert (await client.get("/api/threads", headers=a)).json()["threads"] == []
+        peek = await client.get("/api/conversation", params={"thread": thread}, headers=a)
+        assert peek.status_code == 404
+        meddle = await client.post("/api/forget", json={"thread": thread}, headers=a)
+        assert meddle.status_code == 404
+        mine = (await client.get("/api/threads", headers=a_b)).json()["threads"]
+        assert [row["thread_id"] for row in mine] == [thread]
+
+
 ADDRESS = "12 Main St"
 
 
