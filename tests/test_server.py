@@ -54,6 +54,7 @@ from tests.helpers import (
     fresh_database,
     needle_columns,
     rows,
+    rows_naming,
     serving_jwks,
     simple_cross_site_post,
     stored_state,
@@ -1088,7 +1089,7 @@ def test_erase_for_good_resumed_with_no_erases_nothing(server: Server, answer: A
 
     after = thread_snapshot(server.database_url, thread_id)
     for table, kept in before.items():
-        if table not in ("memagent_message_seq", "memagent_thread_leases"):  # counters, leases
+        if table != "memagent_thread_leases":  # the run's lease comes and goes
             assert kept <= after[table], table  # no row changed or went
     assert needle_columns(server.database_url, address) == hits
     head = state_messages(client, thread_id)
@@ -1311,8 +1312,9 @@ def test_delete_leaves_no_row_of_the_thread_in_any_table(server: Server) -> None
     client.threads.delete(thread_id)
 
     left = {t: r for t, r in thread_snapshot(server.database_url, thread_id).items() if r}
-    # The audit log outlives a delete (SPEC); the message counter never reuses a number.
-    assert set(left) <= {"memagent_audit", "memagent_message_seq"}, left
+    # The audit log outlives a delete (SPEC); nothing else names the thread.
+    assert set(left) <= {"memagent_audit"}, left
+    assert set(rows_naming(server.database_url, [thread_id])) == {"memagent_audit"}
     assert needle_columns(server.database_url, address) == {}
     audit = rows(
         server.database_url,

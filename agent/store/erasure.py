@@ -20,19 +20,31 @@ from psycopg.types.json import Jsonb
 from agent.errors import PurgeRefusedError
 from agent.redaction import candidate_patterns, quote_pattern, scrub, scrub_typed
 from agent.store import sql
-from agent.store.messages import RANGES_TYPE, decode_ranges, encode_ranges
+from agent.store.messages import (
+    RANGES_TYPE,
+    blocks_needed,
+    decode_ranges,
+    encode_ranges,
+    take_from_blocks,
+)
 from agent.store.summary_erasure import SUMMARY_LIKE, find_summary_markers
 
 Connection = AsyncConnection[DictRow]
 
 
 async def delete_thread(conn: Connection, thread_id: str) -> dict[str, int]:
-    """Deletes every row of a thread in one transaction; rows removed per table."""
+    """Deletes every row naming a thread in one transaction, but the audit log's.
+
+    Returns:
+        Rows removed per conversation table (``sql.DELETE_THREAD``).
+    """
     counts: dict[str, int] = {}
     async with conn.transaction():
         for table, statement in sql.DELETE_THREAD:
             cur = await conn.execute(statement, (thread_id,))
             counts[table] = cur.rowcount
+        for statement in sql.DELETE_THREAD_RECORDS:
+            await conn.execute(statement, (thread_id,))
     return counts
 
 
@@ -165,11 +177,12 @@ async def redact(
         summaries = await find_summary_markers(conn, serde, thread_id, erased_ids)
         changed.update(summaries.rows)
         if changed:
-            cur = await conn.execute(sql.RESERVE_MESSAGE_SEQS, (thread_id, len(changed)))
-            last = (await cur.fetchone() or {"last_seq": 0})["last_seq"]
+            blocks = blocks_needed(len(changed), sql.MESSAGE_BLOCK)
+            cur = await conn.execute(sql.RESERVE_MESSAGE_BLOCKS, (blocks,))
+            firsts = [row["first"] for row in await cur.fetchall()]
+            seqs, _unused = take_from_blocks(firsts, sql.MESSAGE_BLOCK, len(changed))
             new_rows = []
-            for offset, (row, blob) in enumerate(changed.values()):
-                seq = last - len(changed) + 1 + offset
+            for seq, (row, blob) in zip(seqs, changed.values(), strict=True):
                 replaced[row["seq"]] = seq
                 new_rows.append((thread_id, seq, row["message_id"], row["type"], blob))
             async with conn.cursor() as cur:

@@ -49,10 +49,12 @@ from agent.store.messages import (
     MessageCache,
     RangeList,
     SeqReservation,
+    blocks_needed,
     decode_ranges,
     detached,
     encode_ranges,
     storable_messages,
+    take_from_blocks,
 )
 from agent.store.metadata import memory_metadata
 from agent.store.serde import strict_serializer
@@ -60,8 +62,6 @@ from agent.validation import check_thread_id
 
 LOAD_OFF_LOOP_BYTES = 256 * 1024
 """Checkpoints whose blobs are larger than this are decoded in a worker thread."""
-SEQ_BLOCK = 64
-"""Message numbers reserved per round trip: one reservation serves about 30 turns."""
 MAX_RESERVATIONS = 10_000
 """Threads whose unused reservation is remembered; older ones are dropped (a gap)."""
 RANGES_BYTES = RANGES_TYPE.encode()
@@ -276,14 +276,14 @@ class MemagentSaver(AsyncPostgresSaver):
         reservation = self._reserved.get(thread_id)
         taken = reservation.take(min(count, reservation.left)) if reservation else []
         if len(taken) < count:
-            block = max(count - len(taken), SEQ_BLOCK)
+            needed = count - len(taken)
+            blocks = blocks_needed(needed, sql.MESSAGE_BLOCK)
             async with self.conn.connection() as conn:
-                cur = await conn.execute(sql.RESERVE_MESSAGE_SEQS, (thread_id, block))
-                row = await cur.fetchone()
-            assert row is not None  # an upsert with RETURNING always returns its row
-            reservation = SeqReservation(row["last_seq"] - block + 1, row["last_seq"])
+                cur = await conn.execute(sql.RESERVE_MESSAGE_BLOCKS, (blocks,))
+                firsts = [row["first"] for row in await cur.fetchall()]
+            fresh, reservation = take_from_blocks(firsts, sql.MESSAGE_BLOCK, needed)
             self._reserved[thread_id] = reservation
-            taken += reservation.take(count - len(taken))
+            taken += fresh
         if reservation is not None:
             self._reserved.move_to_end(thread_id)
             while len(self._reserved) > MAX_RESERVATIONS:

@@ -28,6 +28,11 @@ server connection the pooler happened to use, and its unlock could go to another
 # COMMITTED), so it does not hold up the index build.
 TRY_SETUP_LOCK = "SELECT pg_try_advisory_xact_lock(%s) AS locked"
 
+MESSAGE_BLOCK = 64
+"""Message numbers per ``nextval`` of ``memagent_message_blocks``: one block serves about
+30 turns of a thread, so most writes need no round trip for numbers. It is the
+sequence's increment, fixed when the sequence is made: changing it needs a migration."""
+
 # memagent's own tables. Append-only: the position of a migration is its version.
 MIGRATIONS: tuple[str, ...] = (
     """CREATE TABLE IF NOT EXISTS memagent_migrations (v INTEGER PRIMARY KEY)""",
@@ -61,7 +66,7 @@ END
 $$""",
     # Each message once (agent/store/messages.py, docs/storage.md). ``seq`` numbers a
     # thread's message rows; a ``messages`` version in ``checkpoint_blobs`` lists ranges
-    # of them. The counter row outlives a delete so that a number is never reused.
+    # of them. (The per-thread counter below is replaced by a sequence further down.)
     """CREATE TABLE IF NOT EXISTS memagent_messages (
     thread_id TEXT NOT NULL,
     seq BIGINT NOT NULL,
@@ -75,6 +80,42 @@ $$""",
     """CREATE TABLE IF NOT EXISTS memagent_message_seq (
     thread_id TEXT PRIMARY KEY,
     last_seq BIGINT NOT NULL
+)""",
+    # Message numbers come from one sequence for every thread instead of a counter row
+    # per thread: a deleted thread then leaves no row naming it, and a number is still
+    # never handed out twice (for any thread, so also not to a thread deleted and made
+    # again under its id, nor to a copy, which keeps its source's numbers). The first
+    # number is above every number the old counters gave. Processes of an older
+    # release still running fail loudly on the dropped table rather than reuse numbers.
+    f"""CREATE SEQUENCE IF NOT EXISTS memagent_message_blocks
+    INCREMENT BY {MESSAGE_BLOCK} MINVALUE 1""",
+    """DO $$
+BEGIN
+    PERFORM setval(
+        'memagent_message_blocks',
+        GREATEST(
+            (SELECT max(last_seq) FROM memagent_message_seq),
+            (SELECT max(seq) FROM memagent_messages),
+            0
+        ) + 1,
+        false
+    );
+END
+$$""",
+    """DROP TABLE IF EXISTS memagent_message_seq""",
+    # What retention removed (agent/store/retention.py): one row per root checkpoint it
+    # cut, so that asking for one gets "removed by retention" rather than "unknown",
+    # and the timeline keeps a tombstone of each memory change it cut (``tombstone``:
+    # the change's kind and facts, counts only, never content). It names the thread,
+    # so a delete removes it too.
+    """CREATE TABLE IF NOT EXISTS memagent_retained (
+    thread_id TEXT NOT NULL,
+    checkpoint_id TEXT NOT NULL,
+    parent_checkpoint_id TEXT,
+    ts TEXT,
+    retained_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+    tombstone JSONB,
+    PRIMARY KEY (thread_id, checkpoint_id)
 )""",
 )
 SELECT_MIGRATION_VERSION = "SELECT max(v) AS v FROM memagent_migrations"
@@ -162,6 +203,15 @@ DELETE_THREAD: tuple[tuple[str, str], ...] = (
     ("checkpoints", "DELETE FROM checkpoints WHERE thread_id = %s"),
     ("memagent_messages", "DELETE FROM memagent_messages WHERE thread_id = %s"),
 )
+# The same transaction removes memagent's other rows naming the thread, which hold no
+# conversation and so are not counted: what retention cut, and a lease left expired by
+# a crashed holder. A live lease is left to its holder, who releases it (a delete from
+# ``tools.admin`` holds the thread's lease itself), so no two operations ever run on
+# the thread at once.
+DELETE_THREAD_RECORDS: tuple[str, ...] = (
+    "DELETE FROM memagent_retained WHERE thread_id = %s",
+    "DELETE FROM memagent_thread_leases WHERE thread_id = %s AND expires_at < now()",
+)
 
 # Purge keeps the thread from its newest forget on. ``aprune`` can only keep the
 # latest checkpoint or nothing, so the cut is made here, in one transaction.
@@ -219,12 +269,11 @@ WHERE m.thread_id = %(thread_id)s
   )
 """
 
-# Message numbers come from a per-thread counter row, reserved in blocks: the row lock
-# makes two processes writing one thread take different numbers.
-RESERVE_MESSAGE_SEQS = """
-INSERT INTO memagent_message_seq (thread_id, last_seq) VALUES (%s, %s)
-ON CONFLICT (thread_id) DO UPDATE SET last_seq = memagent_message_seq.last_seq + EXCLUDED.last_seq
-RETURNING last_seq
+# Message numbers come in blocks of ``MESSAGE_BLOCK`` from one sequence: each row is
+# the first number of a block no other caller (process, thread) ever gets. A sequence
+# takes no row lock, so threads never wait for each other's numbers.
+RESERVE_MESSAGE_BLOCKS = """
+SELECT nextval('memagent_message_blocks') AS first FROM generate_series(1, %s)
 """
 INSERT_MESSAGE = """
 INSERT INTO memagent_messages (thread_id, seq, message_id, type, blob)
@@ -434,12 +483,13 @@ ON CONFLICT DO NOTHING
 """,
     ),
     (
-        "memagent_message_seq",
+        "memagent_retained",
         """
-INSERT INTO memagent_message_seq (thread_id, last_seq)
-SELECT %(target)s, last_seq FROM memagent_message_seq WHERE thread_id = %(source)s
-ON CONFLICT (thread_id) DO UPDATE
-    SET last_seq = GREATEST(memagent_message_seq.last_seq, EXCLUDED.last_seq)
+INSERT INTO memagent_retained
+    (thread_id, checkpoint_id, parent_checkpoint_id, ts, retained_at, tombstone)
+SELECT %(target)s, checkpoint_id, parent_checkpoint_id, ts, retained_at, tombstone
+FROM memagent_retained WHERE thread_id = %(source)s
+ON CONFLICT DO NOTHING
 """,
     ),
 )
