@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import functools
 from collections.abc import Callable, Coroutine
+from datetime import timedelta
 from typing import Any, Concatenate, Literal, ParamSpec, TypeVar
 
 from langchain_core.language_models import BaseChatModel
@@ -29,11 +30,13 @@ from agent.errors import (
     NothingToCompactError,
     NothingToUndoError,
     PurgeRefusedError,
+    RetentionRequestError,
+    ThreadBusyError,
     ThreadNotFoundError,
 )
 from agent.graph import chat_graph_builder
 from agent.memory.budget import resolve_context_tokens
-from agent.memory.changes import Compaction, Erasure, MemoryChange
+from agent.memory.changes import Compaction, Erasure, MemoryChange, RetainedThread, Retention
 from agent.memory.compactor import Compactor
 from agent.memory.events import COMPACT, FORGET, FORGOT_DETAIL, REWIND
 from agent.memory.node import ERASE_OPERATION
@@ -57,7 +60,13 @@ from agent.model import load_model
 from agent.prompts import SYSTEM_PROMPT
 from agent.settings import Settings
 from agent.store.saver import MemagentSaver
-from agent.validation import check_quotes, check_thread_id, clean_reason
+from agent.validation import (
+    check_keep_turns,
+    check_quotes,
+    check_thread_id,
+    clean_reason,
+    parse_duration,
+)
 from tools.memory import memory_tools
 
 Surface = Literal["tool", "cli", "code", "server", "web"]
@@ -392,6 +401,72 @@ async def apurge(
     return Erasure(thread_id, rows, kept_from)
 
 
+async def aretain(
+    saver: MemagentSaver,
+    thread_id: str | None = None,
+    *,
+    keep_turns: int | None = None,
+    older_than: timedelta | str | None = None,
+    dry_run: bool = False,
+    surface: Surface = "code",
+    actor: str | None = None,
+) -> Retention:
+    """Keeps only the newest turns of a thread, or of every thread (``thread_id=None``).
+
+    Exactly one policy: ``keep_turns`` (the newest N turns on the head's branch; 0
+    keeps the head alone) or ``older_than`` (a ``timedelta`` or text such as ``"30d"``:
+    turns older than that go). The thread is kept from the rewind point of its oldest
+    kept turn on, on every branch; everything older goes, with the blobs and message
+    rows nothing kept refers to. What is kept loads exactly as before and the head is
+    never touched. Memory changes cut stay in the timeline as tombstones ("removed by
+    retention"), and a removed id gets ``CheckpointRetainedError`` rather than "unknown".
+    Each thread is done under its lease, so a running turn finishes first and is kept.
+    A dry run changes nothing and reports what a real run would remove.
+
+    Raises:
+        RequestError: A bad thread id or an unknown thread, no policy or both, a
+            negative ``keep_turns`` or a malformed ``older_than`` (nothing is changed).
+        ThreadBusyError: One thread asked for, and a turn kept it busy longer than
+            the busy timeout. Over all threads, busy ones are listed in ``busy`` instead.
+    """
+    if (keep_turns is None) == (older_than is None):
+        raise RetentionRequestError(
+            "Say what to keep: a number of turns (keep_turns) or an age (older_than), not both."
+        )
+    turns = None if keep_turns is None else check_keep_turns(keep_turns)
+    age = None if older_than is None else parse_duration(older_than)
+    policy: dict[str, Any] = (
+        {"keep_turns": turns}
+        if age is None
+        else {
+            "older_than": older_than if isinstance(older_than, str) else f"{age.total_seconds():g}s"
+        }
+    )
+
+    async def retain_one(thread: str) -> RetainedThread:
+        async with saver.thread_lease(thread):
+            await _require_thread(saver, thread)
+            done = await saver.aretain(thread, keep_turns=turns, older_than=age, dry_run=dry_run)
+            if done.checkpoints and not dry_run:
+                detail = {**done.rows, "bytes": done.bytes, "kept_from": done.kept_from, **policy}
+                await saver.arecord_audit(
+                    "retain", thread, surface=surface, actor=actor, detail=detail
+                )
+        return done
+
+    if thread_id is not None:
+        return Retention(policy, dry_run, [await retain_one(check_thread_id(thread_id))], [])
+    done, busy = [], []
+    for thread in await saver.athread_ids():
+        try:
+            done.append(await retain_one(thread))
+        except ThreadBusyError:
+            busy.append(thread)
+        except ThreadNotFoundError:  # deleted since it was listed: nothing to keep
+            continue
+    return Retention(policy, dry_run, done, busy)
+
+
 async def aaudit(
     saver: MemagentSaver, thread_id: str | None = None, *, limit: int = 100
 ) -> list[dict[str, Any]]:
@@ -412,4 +487,5 @@ compact = sync_twin(acompact)
 undo = sync_twin(aundo)
 delete = sync_twin(adelete)
 purge = sync_twin(apurge)
+retain = sync_twin(aretain)
 audit = sync_twin(aaudit)

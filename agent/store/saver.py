@@ -20,6 +20,7 @@ from contextlib import (
     contextmanager,
 )
 from contextvars import ContextVar
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from langchain_core.messages import BaseMessage
@@ -40,8 +41,9 @@ from psycopg.rows import DictRow, dict_row
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
+from agent.memory.changes import RetainedThread
 from agent.memory.entries import TimelineEntry
-from agent.store import audit, erasure, history, sql
+from agent.store import audit, erasure, history, retention, sql
 from agent.store.leases import DEFAULT_LEASE_SECONDS, ThreadLeases
 from agent.store.messages import (
     MESSAGES_CHANNEL,
@@ -572,6 +574,38 @@ class MemagentSaver(AsyncPostgresSaver):
         check_thread_id(thread_id)
         async with self.conn.connection() as conn:
             return await erasure.purge(conn, thread_id)
+
+    async def aretain(
+        self,
+        thread_id: str,
+        *,
+        keep_turns: int | None = None,
+        older_than: timedelta | None = None,
+        dry_run: bool = False,
+    ) -> RetainedThread:
+        """Keeps the thread from the rewind point the policy names on (``retention``).
+
+        The caller holds the thread's lease, so no turn moves the head meanwhile.
+        """
+        check_thread_id(thread_id)
+        async with self.conn.connection() as conn:
+            kept_from = await retention.choose_cut(
+                conn, thread_id, keep_turns=keep_turns, older_than=older_than, now=datetime.now(UTC)
+            )
+            if kept_from is None:
+                return RetainedThread(thread_id, None, dict(retention.NOTHING))
+            return await retention.cut(conn, thread_id, kept_from, dry_run=dry_run)
+
+    async def aretained_at(self, thread_id: str, checkpoint_id: str) -> datetime | None:
+        """When retention removed this root checkpoint; ``None`` if it never did."""
+        check_thread_id(thread_id)
+        async with self.conn.connection() as conn:
+            return await history.retained_at(conn, thread_id, checkpoint_id)
+
+    async def athread_ids(self) -> list[str]:
+        """Every thread with a saved checkpoint (``athreads`` lists only the newest)."""
+        async with self.conn.connection() as conn:
+            return await history.thread_ids(conn)
 
     async def aredact(self, thread_id: str, quotes: Sequence[str]) -> dict[str, int]:
         """Erases the quotes from every stored copy of a thread, at once (``erasure.redact``).

@@ -408,20 +408,31 @@ LIMIT 1
 
 # The CLI's tree: every root checkpoint's links (to connect the timeline points across
 # all branches), with time and metadata only for the points themselves, then the user
-# messages of the turns shown. No message blob is read.
+# messages of the turns shown. No message blob is read. What retention cut comes as
+# links too, older than every kept checkpoint, its memory changes as points whose
+# metadata is only their tombstone (under ``%(tombstone_key)s``).
 SELECT_TREE_LINKS = (
     """
-SELECT checkpoint_id, parent_checkpoint_id,
-       CASE WHEN point THEN checkpoint ->> 'ts' END AS ts,
-       CASE WHEN point THEN metadata END AS metadata
-FROM (
-    SELECT checkpoint_id, parent_checkpoint_id, checkpoint, metadata,
-           """
+SELECT checkpoint_id, parent_checkpoint_id, ts, metadata FROM (
+    SELECT checkpoint_id, parent_checkpoint_id,
+           CASE WHEN point THEN checkpoint ->> 'ts' END AS ts,
+           CASE WHEN point THEN metadata END AS metadata
+    FROM (
+        SELECT checkpoint_id, parent_checkpoint_id, checkpoint, metadata,
+               """
     + TIMELINE_POINT
     + """ AS point
-    FROM checkpoints
-    WHERE thread_id = %(thread_id)s AND checkpoint_ns = ''
-) c
+        FROM checkpoints
+        WHERE thread_id = %(thread_id)s AND checkpoint_ns = ''
+    ) c
+    UNION ALL
+    SELECT checkpoint_id, parent_checkpoint_id,
+           CASE WHEN tombstone IS NOT NULL THEN ts END,
+           CASE WHEN tombstone IS NOT NULL
+                THEN jsonb_build_object(%(tombstone_key)s::text, tombstone) END
+    FROM memagent_retained
+    WHERE thread_id = %(thread_id)s
+) links
 ORDER BY checkpoint_id
 """
 )
@@ -511,4 +522,114 @@ WITH doomed AS (
     RETURNING 1
 )
 SELECT DISTINCT thread_id FROM doomed
+"""
+
+# --- retention (agent/store/retention.py) -----------------------------------------------
+# Retention keeps a thread from one rewind point on and removes everything older.
+# langgraph cannot cut a prefix: ``aprune`` keeps the latest checkpoint or nothing (every
+# rewind point would go), ``adelete_thread`` removes the whole thread, and
+# ``aget_state_history``/``alist`` would load every checkpoint's whole state only to read
+# ids and times. So the cut is made here, in one transaction. Checkpoint ids are
+# time-ordered (uuid6), so "older than the cut" is ``checkpoint_id < cut``, on every
+# branch and namespace, as purge does; parent links are left as they are, so every kept
+# checkpoint loads exactly as before (its parent's id then answers "removed by
+# retention", from ``memagent_retained``).
+
+# The head and the turn points (rewind points) on its lineage, newest first, with their
+# times: where a cut may go. Ids, times and one metadata field only, as the timeline
+# walk reads them (``SELECT_TIMELINE``).
+SELECT_RETENTION_POINTS = """
+WITH RECURSIVE lineage AS (
+    (SELECT checkpoint_id, parent_checkpoint_id, checkpoint ->> 'ts' AS ts,
+            metadata ->> 'source' AS source, 0 AS depth
+     FROM checkpoints
+     WHERE thread_id = %(thread_id)s AND checkpoint_ns = ''
+     ORDER BY checkpoint_id DESC
+     LIMIT 1)
+    UNION ALL
+    SELECT c.checkpoint_id, c.parent_checkpoint_id, c.ts, c.source, l.depth + 1
+    FROM lineage l
+    CROSS JOIN LATERAL (
+        SELECT p.checkpoint_id, p.parent_checkpoint_id, p.checkpoint ->> 'ts' AS ts,
+               p.metadata ->> 'source' AS source
+        FROM checkpoints p
+        WHERE p.thread_id = %(thread_id)s
+          AND p.checkpoint_ns = ''
+          AND p.checkpoint_id = l.parent_checkpoint_id
+        LIMIT 1
+    ) c
+)
+SELECT checkpoint_id, ts, source = 'input' AS is_turn FROM lineage
+WHERE depth = 0 OR source = 'input'
+ORDER BY depth
+"""
+# The root checkpoints a cut removes: ids and links for all, metadata for the memory
+# changes among them (their tombstones), nothing else.
+SELECT_RETAINED_POINTS = """
+SELECT checkpoint_id, parent_checkpoint_id, checkpoint ->> 'ts' AS ts,
+       CASE WHEN metadata ?| %(memory_keys)s::text[] THEN metadata END AS metadata
+FROM checkpoints
+WHERE thread_id = %(thread_id)s AND checkpoint_ns = '' AND checkpoint_id < %(cut)s
+"""
+INSERT_RETAINED = """
+INSERT INTO memagent_retained (thread_id, checkpoint_id, parent_checkpoint_id, ts, tombstone)
+VALUES (%s, %s, %s, %s, %s)
+ON CONFLICT DO NOTHING
+"""
+RETAIN_DELETE_WRITES = """
+DELETE FROM checkpoint_writes WHERE thread_id = %(thread_id)s AND checkpoint_id < %(cut)s
+"""
+RETAIN_DELETE_CHECKPOINTS = """
+DELETE FROM checkpoints WHERE thread_id = %(thread_id)s AND checkpoint_id < %(cut)s
+"""
+# What a thread's conversation occupies, row by row as stored (after compression), so
+# that a retention can say how much it removed.
+THREAD_BYTES = """
+SELECT (SELECT coalesce(sum(pg_column_size(t.*)), 0) FROM checkpoints t
+        WHERE t.thread_id = %(thread_id)s)
+     + (SELECT coalesce(sum(pg_column_size(t.*)), 0) FROM checkpoint_blobs t
+        WHERE t.thread_id = %(thread_id)s)
+     + (SELECT coalesce(sum(pg_column_size(t.*)), 0) FROM checkpoint_writes t
+        WHERE t.thread_id = %(thread_id)s)
+     + (SELECT coalesce(sum(pg_column_size(t.*)), 0) FROM memagent_messages t
+        WHERE t.thread_id = %(thread_id)s) AS bytes
+"""
+# Whether (and when) retention removed a root checkpoint, for the clear error.
+SELECT_RETAINED_AT = """
+SELECT retained_at FROM memagent_retained WHERE thread_id = %s AND checkpoint_id = %s
+"""
+# The timeline past the cut: from the oldest point the timeline walk found, on down the
+# same lineage through the kept checkpoints left and then what retention recorded, the
+# tombstones met on the way. Each step is one index probe in either table.
+SELECT_TOMBSTONES_BELOW = """
+WITH RECURSIVE walk AS (
+    SELECT checkpoint_id, parent_checkpoint_id, NULL::text AS ts, NULL::jsonb AS tombstone,
+           0 AS depth
+    FROM checkpoints
+    WHERE thread_id = %(thread_id)s AND checkpoint_ns = '' AND checkpoint_id = %(start)s
+    UNION ALL
+    SELECT n.checkpoint_id, n.parent_checkpoint_id, n.ts, n.tombstone, w.depth + 1
+    FROM walk w
+    CROSS JOIN LATERAL (
+        (SELECT p.checkpoint_id, p.parent_checkpoint_id, NULL::text AS ts,
+                NULL::jsonb AS tombstone
+         FROM checkpoints p
+         WHERE p.thread_id = %(thread_id)s
+           AND p.checkpoint_ns = ''
+           AND p.checkpoint_id = w.parent_checkpoint_id)
+        UNION ALL
+        (SELECT r.checkpoint_id, r.parent_checkpoint_id, r.ts, r.tombstone
+         FROM memagent_retained r
+         WHERE r.thread_id = %(thread_id)s AND r.checkpoint_id = w.parent_checkpoint_id)
+        LIMIT 1
+    ) n
+)
+SELECT checkpoint_id, parent_checkpoint_id, ts, tombstone FROM (
+    SELECT * FROM walk WHERE tombstone IS NOT NULL LIMIT %(limit)s
+) t
+ORDER BY depth
+"""
+# Every thread, for a retention over all of them (``athreads`` lists the newest only).
+SELECT_THREAD_IDS = """
+SELECT DISTINCT thread_id FROM checkpoints WHERE checkpoint_ns = '' ORDER BY thread_id
 """
