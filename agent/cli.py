@@ -417,13 +417,9 @@ def _retained_line(thread: RetainedThread, dry_run: bool) -> str:
         return f"Thread {thread.thread_id}: nothing to remove."
     verb = "would remove" if dry_run else "removed"
     stones = (
-        f", {thread.tombstones} memory change(s) kept as tombstones" if thread.tombstones else ""
+        f"; {thread.tombstones} memory change(s) stay as tombstones" if thread.tombstones else ""
     )
-    return (
-        f"Thread {thread.thread_id}: kept from {thread.kept_from}; {verb} "
-        f"{thread.checkpoints} checkpoint(s){stones}; {_counts(thread.rows)} "
-        f"({_size(thread.bytes)})."
-    )
+    return f"Thread {thread.thread_id}: kept from {thread.kept_from}; {verb} {_counts(thread.rows)}{stones}."
 
 
 @main.command()
