@@ -419,7 +419,8 @@ def _retained_line(thread: RetainedThread, dry_run: bool) -> str:
     stones = (
         f"; {thread.tombstones} memory change(s) stay as tombstones" if thread.tombstones else ""
     )
-    return f"Thread {thread.thread_id}: kept from {thread.kept_from}; {verb} {_counts(thread.rows)}{stones}."
+    removed = _counts(thread.rows)
+    return f"Thread {thread.thread_id}: kept from {thread.kept_from}; {verb} {removed}{stones}."
 
 
 @main.command()

@@ -213,6 +213,10 @@ async def test_keeping_the_last_20_turns_keeps_them_exactly_and_says_what_went(
     async with web_client() as client:
         refused = await client.post("/api/rewind", json={"thread": "long", "checkpoint_id": old})
     assert refused.status_code == 400 and "removed by retention" in refused.json()["error"]
+    with pytest.raises(CheckpointRetainedError):  # not an empty state
+        await chat.graph.aget_state(config("long", old))
+    with pytest.raises(CheckpointRetainedError):  # not a new conversation from nothing
+        await chat.graph.ainvoke({"messages": [("user", "from there")]}, config("long", old))
     result = await chat.rewind(old)
     answer = next(m for m in result["messages"][::-1] if isinstance(m, ToolMessage))
     assert "removed by retention" in answer.text

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager, AbstractContextManager
-from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
 
 from langchain_core.messages import BaseMessage
@@ -40,10 +39,6 @@ class ThreadStore(Protocol):
         self, thread_id: str, message_ids: Sequence[str]
     ) -> list[BaseMessage]:
         """Every stored version of the given messages (one per row), oldest row first."""
-        ...
-
-    async def aretained_at(self, thread_id: str, checkpoint_id: str) -> datetime | None:
-        """When retention removed this root checkpoint; ``None`` if it never did."""
         ...
 
     async def ahead_id(self, thread_id: str) -> str | None:

@@ -22,7 +22,6 @@ from langgraph.graph.message import REMOVE_ALL_MESSAGES
 
 from agent.errors import (
     CheckpointNotFoundError,
-    CheckpointRetainedError,
     NothingToEraseError,
     NotPersistentError,
     QuoteNotFoundError,
@@ -82,17 +81,13 @@ async def load_rewind_target(
 
     Raises:
         InvalidCheckpointIdError: The id is not a UUID.
-        CheckpointRetainedError: Retention removed that checkpoint of the thread.
         CheckpointNotFoundError: The id is unknown, of another thread or outside the
-            root namespace (all look the same from here: not in this thread).
+            root namespace (all look the same from here: not in this thread); from
+            memagent's saver, ``CheckpointRetainedError`` when retention removed it.
     """
     checkpoint_id = parse_checkpoint_id(raw_checkpoint_id)
     found = await saver.aget_tuple(root_config(thread_id, checkpoint_id))
     if found is None or found.config["configurable"].get("checkpoint_id") != checkpoint_id:
-        if isinstance(saver, ThreadStore) and (
-            retained_at := await saver.aretained_at(thread_id, checkpoint_id)
-        ):
-            raise CheckpointRetainedError(thread_id, checkpoint_id, retained_at)
         raise CheckpointNotFoundError(thread_id, checkpoint_id)
     messages = list(found.checkpoint["channel_values"].get("messages") or [])
     return checkpoint_id, provider_valid(messages)

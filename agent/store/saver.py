@@ -41,6 +41,7 @@ from psycopg.rows import DictRow, dict_row
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
+from agent.errors import CheckpointRetainedError
 from agent.memory.changes import RetainedThread
 from agent.memory.entries import TimelineEntry
 from agent.store import audit, erasure, history, retention, sql
@@ -133,8 +134,26 @@ class MemagentSaver(AsyncPostgresSaver):
         directly (``adelete_thread``); the server's factory sets it."""
 
     async def aget_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
+        """The library's ``aget_tuple``; a checkpoint retention removed is an error.
+
+        Asked for by id, such a checkpoint would otherwise be ``None``: an empty state,
+        from which a run would start a new conversation (``agent.store.retention``).
+
+        Raises:
+            CheckpointRetainedError: Retention removed the root checkpoint asked for.
+        """
         check_config_thread(config)
-        return await super().aget_tuple(config)
+        found = await super().aget_tuple(config)
+        configurable = config["configurable"]
+        if (
+            found is None
+            and configurable.get("checkpoint_id")
+            and not configurable.get("checkpoint_ns")
+        ):
+            thread_id, checkpoint_id = str(configurable["thread_id"]), configurable["checkpoint_id"]
+            if (retained_at := await self.aretained_at(thread_id, checkpoint_id)) is not None:
+                raise CheckpointRetainedError(thread_id, checkpoint_id, retained_at)
+        return found
 
     async def alist(
         self,
