@@ -212,6 +212,10 @@ async def test_keeping_the_last_20_turns_keeps_them_exactly_and_says_what_went(
     assert "removed by retention" in one_error_line(await cli("rewind", "long", old))
     async with web_client() as client:
         refused = await client.post("/api/rewind", json={"thread": "long", "checkpoint_id": old})
+        page = await client.get("/api/conversation", params={"thread": "long"})
+    page_stones = [e for e in page.json()["tree"]["entries"] if e["removed"]]
+    assert {e["checkpoint_id"] for e in page_stones} == tree_stones
+    assert all(e["label"].endswith(f"({REMOVED_LABEL})") and not e["undo"] for e in page_stones)
     assert refused.status_code == 400 and "removed by retention" in refused.json()["error"]
     with pytest.raises(CheckpointRetainedError):  # not an empty state
         await chat.graph.aget_state(config("long", old))
