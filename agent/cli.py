@@ -148,10 +148,12 @@ async def _web(host: str, port: int) -> None:
     """Serves the page; with auth on, unusable auth settings are refused first.
 
     Raises:
-        SettingsError: A setting cannot be used.
+        SettingsError: A setting cannot be used (auth, ``MEMAGENT_RETENTION``).
         OSError: ``host:port`` cannot be listened on.
     """
     settings = Settings.from_env()
+    if settings.retention is not None:
+        admin.retention_policy(settings.retention)
     if settings.auth_enabled:  # imported only then: without auth no token code is needed
         from agent.auth import check_auth_settings
 

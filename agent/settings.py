@@ -118,6 +118,12 @@ class Settings:
         context_tokens: The most tokens one model call may receive
             (``MEMAGENT_CONTEXT_TOKENS``); ``None`` derives it from the model
             (``agent.memory.budget.resolve_context_tokens``).
+        retention: The retention the web page's process (``memagent web``, and
+            ``langgraph dev``, which runs the page) applies to every thread
+            (``MEMAGENT_RETENTION``: ``"200 turns"`` or an age such as ``"90d"``;
+            read by ``tools.admin.retention_policy``); ``None``: none.
+        retention_interval: Seconds between two such sweeps
+            (``MEMAGENT_RETENTION_INTERVAL``).
     """
 
     database_url: str | None
@@ -138,6 +144,8 @@ class Settings:
     serde_allow: tuple[tuple[str, str], ...] = ()
     prepared_statements: bool = True
     context_tokens: int | None = None
+    retention: str | None = None
+    retention_interval: float = 3600.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -167,6 +175,8 @@ class Settings:
             serde_allow=_type_names(env, "MEMAGENT_SERDE_ALLOW"),
             prepared_statements=_bool(env, "MEMAGENT_PREPARED_STATEMENTS", True),
             context_tokens=_optional_int(env, "MEMAGENT_CONTEXT_TOKENS"),
+            retention=env.get("MEMAGENT_RETENTION", "").strip() or None,
+            retention_interval=_float(env, "MEMAGENT_RETENTION_INTERVAL", 3600.0),
         )
 
     @property

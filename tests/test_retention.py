@@ -454,3 +454,47 @@ async def test_one_process_retains_while_another_chats(
     for cid in root_ids(database_url, "shared"):
         assert await saver.aget_tuple(config("shared", cid)) is not None
     assert count(database_url, UNREFERENCED_MESSAGES, "shared", RANGES_TYPE) == 0
+
+
+async def test_the_web_process_sweeps_every_thread_with_memagent_retention(
+    saver: MemagentSaver, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    chat = Chat(saver, "t")
+    for n in range(5):
+        await chat.say(f"turn {n}")
+    points = await chat.turn_points()
+    monkeypatch.setenv("MEMAGENT_RETENTION", "2 turns")
+    monkeypatch.setenv("MEMAGENT_RETENTION_INTERVAL", "0.1")
+
+    async with web_client():
+        deadline = time.monotonic() + HANG_GUARD
+        while min(root_ids(database_url, "t")) != points[1]:
+            assert time.monotonic() < deadline, "the sweep never ran"
+            await asyncio.sleep(0.05)
+        await chat.say("turn 5")  # the next sweeps follow the thread
+        while min(root_ids(database_url, "t")) != (await chat.turn_points())[1]:
+            assert time.monotonic() < deadline, "the sweep ran only once"
+            await asyncio.sleep(0.05)
+
+    surfaces = {a["surface"] for a in await admin.aaudit(saver, "t") if a["operation"] == "retain"}
+    assert surfaces == {"sweep"}
+
+
+@pytest.mark.parametrize(
+    ("text", "policy"),
+    [
+        ("200 turns", {"keep_turns": 200}),
+        ("1 turn", {"keep_turns": 1}),
+        (" 90d ", {"older_than": "90d"}),
+    ],
+)
+def test_memagent_retention_names_turns_or_an_age(text: str, policy: dict[str, Any]) -> None:
+    assert admin.retention_policy(text) == policy
+
+
+def test_memagent_web_refuses_an_unusable_retention_in_one_line(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MEMAGENT_RETENTION", "forever")
+    line = one_error_line(run_cli("web", "--port", "0"))
+    assert "MEMAGENT_RETENTION='forever' cannot be used" in line

@@ -17,22 +17,31 @@ recorded in the audit log without any conversation content.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
-from collections.abc import Callable, Coroutine
+import logging
+import re
+from collections.abc import AsyncIterator, Callable, Coroutine
+from contextlib import asynccontextmanager
 from datetime import timedelta
 from typing import Any, Concatenate, Literal, ParamSpec, TypeVar
 
+import psycopg
 from langchain_core.language_models import BaseChatModel
 from langgraph.graph.state import CompiledStateGraph
 
 from agent.bridge import run_blocking
 from agent.errors import (
+    MemagentError,
     NothingToCompactError,
     NothingToUndoError,
     PurgeRefusedError,
+    RequestError,
     RetentionRequestError,
+    SettingsError,
     ThreadBusyError,
     ThreadNotFoundError,
+    one_line,
 )
 from agent.graph import chat_graph_builder
 from agent.memory.budget import resolve_context_tokens
@@ -69,7 +78,7 @@ from agent.validation import (
 )
 from tools.memory import memory_tools
 
-Surface = Literal["tool", "cli", "code", "server", "web"]
+Surface = Literal["tool", "cli", "code", "server", "web", "sweep"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -465,6 +474,67 @@ async def aretain(
         except ThreadNotFoundError:  # deleted since it was listed: nothing to keep
             continue
     return Retention(policy, dry_run, done, busy)
+
+
+def retention_policy(text: str) -> dict[str, Any]:
+    """The ``aretain`` policy that ``MEMAGENT_RETENTION`` names.
+
+    ``"200 turns"`` keeps the newest 200 turns of each thread; an age such as ``"90d"``
+    (as ``memagent retain --older-than`` takes) keeps the turns newer than that.
+
+    Raises:
+        SettingsError: Neither.
+    """
+    turns = _RETENTION_TURNS.fullmatch(text.strip().lower())
+    if turns is not None:
+        return {"keep_turns": int(turns[1])}
+    try:
+        parse_duration(text)
+    except RequestError:
+        raise SettingsError(
+            f"MEMAGENT_RETENTION={text!r} cannot be used: write a number of turns "
+            "(200 turns) or an age (90d, 12h)."
+        ) from None
+    return {"older_than": text.strip()}
+
+
+_RETENTION_TURNS = re.compile(r"(\d+)\s*turns?")
+logger = logging.getLogger(__name__)
+
+
+@asynccontextmanager
+async def retention_sweep(saver: MemagentSaver, settings: Settings) -> AsyncIterator[None]:
+    """While open, applies ``MEMAGENT_RETENTION`` to every thread, now and every interval.
+
+    For long-running processes (the web page, ``langgraph dev``), as a cron job runs
+    ``memagent retain --all``. A sweep that fails (the database away for a moment) is
+    logged and tried again at the next interval. Nothing runs without the setting.
+
+    Raises:
+        SettingsError: ``MEMAGENT_RETENTION`` cannot be used (raised on entry).
+    """
+    if settings.retention is None:
+        yield
+        return
+    policy = retention_policy(settings.retention)
+
+    async def sweep() -> None:
+        while True:
+            try:
+                done = await aretain(saver, None, surface="sweep", **policy)
+                if done.busy:
+                    logger.info("retention skipped busy threads %s", done.busy)
+            except (MemagentError, psycopg.Error) as error:
+                logger.warning("retention sweep failed: %s", one_line(error))
+            await asyncio.sleep(settings.retention_interval)
+
+    task = asyncio.create_task(sweep())
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 async def aaudit(
