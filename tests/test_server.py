@@ -63,6 +63,7 @@ from tests.helpers import (
     wait_until_waiting_for,
     working_body,
 )
+from tools import admin
 
 LANGGRAPH = Path(sys.executable).parent / "langgraph"
 GRAPH = "agent"
@@ -1323,3 +1324,33 @@ def test_delete_leaves_no_row_of_the_thread_in_any_table(server: Server) -> None
     )
     assert [a["operation"] for a in audit][-1] == "delete"
     assert audit[-1]["detail"]["memagent_messages"] == counts["memagent_messages"]
+
+
+async def test_retention_through_the_server(server: Server) -> None:
+    """A thread the server holds, retained from another process: the server's history
+    lists what is kept, asking for a cut checkpoint says "removed by retention", the
+    ``rewind_to`` tool inside a run says so too, and the thread goes on."""
+    client = server.client()
+    thread_id = client.threads.create()["thread_id"]
+    for text in ("my name is Ada", "forget this", "my color is green", "my pet is a cat"):
+        say(client, thread_id, text)
+    points = turn_points(client, thread_id)
+    old = checkpoint_id(points[0])
+    async with open_saver(database_url=server.database_url) as saver:
+        done = await admin.aretain(saver, thread_id, keep_turns=2)
+    assert done.threads[0].kept_from == checkpoint_id(points[-2])
+
+    assert [checkpoint_id(p) for p in turn_points(client, thread_id)] == [
+        checkpoint_id(p) for p in points[-2:]
+    ]
+    with pytest.raises(httpx.HTTPStatusError) as caught:  # not an empty state
+        client.threads.get_state(thread_id, checkpoint_id=old)
+    assert "removed by retention" in caught.value.response.text
+    say(client, thread_id, f"go back to {old}")
+    tool_said = texts(state_messages(client, thread_id), "tool")[-1]
+    assert "removed by retention" in tool_said
+    assert texts(state_messages(client, thread_id), "human")[:3] == [
+        "my color is green",
+        "my pet is a cat",
+        f"go back to {old}",
+    ]
