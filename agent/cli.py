@@ -476,6 +476,8 @@ def retain(
         )
     if done.busy:
         click.echo(f"Busy, not retained (run again): {', '.join(done.busy)}.", err=True)
+    if done.refused:
+        click.echo(f"Cannot be cut (DeltaChannel): {', '.join(done.refused)}.", err=True)
 
 
 def _audit_detail(row: dict[str, Any]) -> str:

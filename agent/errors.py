@@ -246,3 +246,7 @@ class CheckpointRetainedError(CheckpointNotFoundError):
 
 class RetentionRequestError(RequestError):
     """A retention asked for with a policy that cannot be applied; nothing changed."""
+
+
+class RetentionRefusedError(RetentionRequestError):
+    """A thread retention cannot cut without changing what is kept; nothing changed."""

@@ -19,6 +19,7 @@ from click.testing import CliRunner
 
 from agent.checkpointer import MemagentSaver, open_saver
 from agent.cli import main
+from agent.errors import CheckpointRetainedError
 from agent.settings import Settings
 from agent.store import sql
 from tests.helpers import Chat, rows, rows_naming
@@ -57,7 +58,7 @@ async def _cli(saver: MemagentSaver, thread_id: str) -> object:
 
 async def rich_thread(saver: MemagentSaver, thread_id: str) -> Chat:
     """A thread with every kind of row: turns, a forget, a rewind, a detail forget,
-    a copy of it, and a lease a crashed process left behind."""
+    what retention cut, a copy of it, and a lease a crashed process left behind."""
     chat = Chat(saver, thread_id)
     for n in range(4):
         await chat.say(f"turn {n}: my street is Elm {n}")
@@ -65,6 +66,7 @@ async def rich_thread(saver: MemagentSaver, thread_id: str) -> Chat:
     await chat.rewind((await chat.turn_points())[-2])
     await chat.forget_details("Elm 0")
     await chat.say("after")
+    await admin.aretain(saver, thread_id, keep_turns=2)
     await saver.acopy_thread(thread_id, COPY)
     async with saver.conn.connection() as conn:
         await conn.execute(
@@ -91,11 +93,13 @@ async def test_delete_leaves_no_row_naming_the_thread_but_the_audit_log(
         "checkpoint_writes",
         "memagent_messages",
         "memagent_thread_leases",
+        "memagent_retained",
     }  # the scan sees the thread while it is there
     copy_before = rows(
         database_url, "SELECT count(*) AS n FROM checkpoints WHERE thread_id = %s", COPY
     )
     bob_before = rows_naming(database_url, ["bob"])
+    retained = [r["checkpoint_id"] for r in rows(database_url, "SELECT * FROM memagent_retained")]
 
     await delete(saver, THREAD)
 
@@ -111,6 +115,8 @@ async def test_delete_leaves_no_row_naming_the_thread_but_the_audit_log(
     await again.say("a new start")
     assert [m.text for m in await again.messages()] == ["a new start", "ok"]
     copy = Chat(saver, COPY)
+    with pytest.raises(CheckpointRetainedError):  # the copy shares what retention cut
+        await admin.arewind(saver, COPY, retained[0])
     await copy.say("the copy goes on")
     assert (await copy.messages())[-2].text == "the copy goes on"
 

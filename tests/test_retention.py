@@ -17,12 +17,16 @@ import sys
 import time
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import psycopg
 import pytest
 from click.testing import CliRunner, Result
-from langchain_core.messages import ToolMessage
+from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
+from langgraph.channels.delta import DeltaChannel
+from langgraph.graph import START, StateGraph
+from langgraph.graph.message import _messages_delta_reducer
+from typing_extensions import TypedDict
 
 from agent.checkpointer import MemagentSaver
 from agent.cli import main
@@ -30,6 +34,7 @@ from agent.errors import (
     CheckpointNotFoundError,
     CheckpointRetainedError,
     RequestError,
+    RetentionRefusedError,
     ThreadNotFoundError,
 )
 from agent.memory.entries import REMOVED_LABEL
@@ -498,3 +503,37 @@ def test_memagent_web_refuses_an_unusable_retention_in_one_line(
     monkeypatch.setenv("MEMAGENT_RETENTION", "forever")
     line = one_error_line(run_cli("web", "--port", "0"))
     assert "MEMAGENT_RETENTION='forever' cannot be used" in line
+
+
+class DeltaState(TypedDict):
+    messages: Annotated[list[Any], DeltaChannel(_messages_delta_reducer)]
+
+
+def respond(state: DeltaState) -> dict[str, Any]:
+    return {"messages": [AIMessage(f"reply {len(state['messages'])}")]}
+
+
+async def test_a_thread_with_a_delta_channel_is_refused_and_kept_whole(
+    saver: MemagentSaver, database_url: str
+) -> None:
+    """A ``DeltaChannel`` rebuilds a checkpoint from older ones, so a cut would change
+    what is kept: refused, as langgraph's ``aprune`` refuses it; the others go on."""
+    builder = StateGraph(DeltaState)
+    builder.add_node("respond", respond)
+    builder.add_edge(START, "respond")
+    graph = builder.compile(checkpointer=saver)
+    for n in range(3):
+        await graph.ainvoke({"messages": [HumanMessage(f"delta {n}")]}, config("delta"))
+    chat = Chat(saver, "plain")
+    for n in range(3):
+        await chat.say(f"plain {n}")
+    before = thread_rows(database_url, "delta")
+
+    with pytest.raises(RetentionRefusedError, match="DeltaChannel"):
+        await admin.aretain(saver, "delta", keep_turns=1)
+    done = await admin.aretain(saver, None, keep_turns=1)
+
+    assert done.refused == ["delta"] and [t.thread_id for t in done.threads] == ["plain"]
+    assert thread_rows(database_url, "delta") == before
+    state = await graph.aget_state(config("delta"))
+    assert [m.text for m in state.values["messages"]][-1] == "reply 5"

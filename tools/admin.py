@@ -37,6 +37,7 @@ from agent.errors import (
     NothingToUndoError,
     PurgeRefusedError,
     RequestError,
+    RetentionRefusedError,
     RetentionRequestError,
     SettingsError,
     ThreadBusyError,
@@ -435,6 +436,9 @@ async def aretain(
     Raises:
         RequestError: A bad thread id or an unknown thread, no policy or both, a
             negative ``keep_turns`` or a malformed ``older_than`` (nothing is changed).
+        RetentionRefusedError: One thread asked for, and it uses a ``DeltaChannel``
+            (its checkpoints are rebuilt from older ones). Over all threads, such
+            threads are listed in ``refused`` instead.
         ThreadBusyError: One thread asked for, and a turn kept it busy longer than
             the busy timeout. Over all threads, busy ones are listed in ``busy`` instead.
     """
@@ -465,15 +469,17 @@ async def aretain(
 
     if thread_id is not None:
         return Retention(policy, dry_run, [await retain_one(check_thread_id(thread_id))], [])
-    done, busy = [], []
+    done, busy, refused = [], [], []
     for thread in await saver.athread_ids():
         try:
             done.append(await retain_one(thread))
         except ThreadBusyError:
             busy.append(thread)
+        except RetentionRefusedError:
+            refused.append(thread)
         except ThreadNotFoundError:  # deleted since it was listed: nothing to keep
             continue
-    return Retention(policy, dry_run, done, busy)
+    return Retention(policy, dry_run, done, busy, refused)
 
 
 def retention_policy(text: str) -> dict[str, Any]:

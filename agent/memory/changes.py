@@ -6,7 +6,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 
@@ -127,12 +127,15 @@ class Retention:
         threads: Per thread retained, in thread id order.
         busy: Threads skipped because a turn held them for longer than the busy
             timeout (a retention over all threads only); run it again for them.
+        refused: Threads skipped because no older part of them can be cut (one
+            using a ``DeltaChannel``; a retention over all threads only).
     """
 
     policy: dict[str, Any]
     dry_run: bool
     threads: list[RetainedThread]
     busy: list[str]
+    refused: list[str] = field(default_factory=list)
 
     @property
     def rows(self) -> dict[str, int]:
@@ -152,4 +155,5 @@ class Retention:
             "bytes": sum(thread.bytes for thread in self.threads),
             "threads": [thread.to_json() for thread in self.threads],
             "busy": self.busy,
+            "refused": self.refused,
         }

@@ -15,10 +15,12 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
+from langgraph.checkpoint.postgres.base import PRUNE_DELTA_THREADS_SQL
 from psycopg import AsyncConnection
 from psycopg.rows import DictRow
 from psycopg.types.json import Jsonb
 
+from agent.errors import RetentionRefusedError
 from agent.memory.changes import RetainedThread
 from agent.memory.entries import tombstone
 from agent.memory.events import MEMORY_METADATA_KEYS
@@ -47,7 +49,19 @@ async def choose_cut(
     branch (0: the head only); a thread with no more turns than that keeps everything.
     ``older_than``: the rewind point of the oldest turn on that branch newer than
     ``now - older_than``; the head when none is.
+
+    Raises:
+        RetentionRefusedError: The thread uses a ``DeltaChannel`` (found by the
+            library's own test, which its ``aprune`` refuses such threads with).
     """
+    delta = await (
+        await conn.execute(PRUNE_DELTA_THREADS_SQL, ([thread_id], [thread_id]))
+    ).fetchall()
+    if delta:
+        raise RetentionRefusedError(
+            f"Thread {thread_id!r} uses a DeltaChannel, whose checkpoints are rebuilt from "
+            "older ones, so no older part can be cut; nothing was changed."
+        )
     points = await (
         await conn.execute(sql.SELECT_RETENTION_POINTS, {"thread_id": thread_id})
     ).fetchall()
