@@ -96,18 +96,21 @@ async def cut(conn: Connection, thread_id: str, kept_from: str, *, dry_run: bool
     async with conn.transaction(force_rollback=dry_run):
         before = await _thread_bytes(conn, thread_id)
         removed = await (await conn.execute(sql.SELECT_RETAINED_POINTS, params)).fetchall()
-        records = []
-        for row in removed:
-            stone = tombstone(row["metadata"]) if row["metadata"] is not None else None
-            records.append(
-                (
-                    thread_id,
-                    row["checkpoint_id"],
-                    row["parent_checkpoint_id"],
-                    row["ts"],
-                    None if stone is None else Jsonb(stone),
-                )
+        stones = {
+            row["checkpoint_id"]: stone
+            for row in removed
+            if row["metadata"] is not None and (stone := tombstone(row["metadata"])) is not None
+        }
+        records = [
+            (
+                thread_id,
+                row["checkpoint_id"],
+                row["parent_checkpoint_id"],
+                row["ts"],
+                Jsonb(stones[row["checkpoint_id"]]) if row["checkpoint_id"] in stones else None,
             )
+            for row in removed
+        ]
         if records:
             async with conn.cursor() as cur:
                 await cur.executemany(sql.INSERT_RETAINED, records)
@@ -125,7 +128,7 @@ async def cut(conn: Connection, thread_id: str, kept_from: str, *, dry_run: bool
         counts,
         bytes=before - after,
         checkpoints=len(records),
-        tombstones=sum(1 for record in records if record[4] is not None),
+        tombstones=len(stones),
     )
 
 
