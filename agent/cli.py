@@ -21,6 +21,7 @@ import psycopg
 import psycopg_pool
 
 from agent.errors import MemagentError, NothingToUndoError, one_line
+from agent.memory.changes import RetainedThread
 from agent.memory.timeline import (
     CHAT_REWIND_HINT,
     DEFAULT_TIMELINE_LIMIT,
@@ -36,7 +37,13 @@ from agent.store.saver import MemagentSaver
 from agent.store.server_threads import ServerThreads
 from agent.terminal import REPLY_CANCELLED, open_terminal, reply_or_cancel, show_recap
 from agent.tree_view import local_time, render_tree
-from agent.validation import check_quotes, check_thread_id, check_user
+from agent.validation import (
+    check_keep_turns,
+    check_quotes,
+    check_thread_id,
+    check_user,
+    parse_duration,
+)
 from tools import admin
 
 T = TypeVar("T")
@@ -154,10 +161,12 @@ async def _web(host: str, port: int) -> None:
     """Serves the page; with auth on, unusable auth settings are refused first.
 
     Raises:
-        SettingsError: A setting cannot be used.
+        SettingsError: A setting cannot be used (auth, ``MEMAGENT_RETENTION``).
         OSError: ``host:port`` cannot be listened on.
     """
     settings = Settings.from_env()
+    if settings.retention is not None:
+        admin.retention_policy(settings.retention)
     if settings.auth_enabled:  # imported only then: without auth no token code is needed
         from agent.auth import check_auth_settings
 
@@ -534,6 +543,79 @@ def vacuum(full: bool, as_json: bool) -> None:
     click.echo(f"VACUUM FULL done on {len(sizes)} tables: {before} -> {after} bytes.")
 
 
+def _size(count: int) -> str:
+    if count < 1024:
+        return f"{count} bytes"
+    kilobytes = count / 1024
+    return f"{kilobytes:.1f} kB" if kilobytes < 1024 else f"{kilobytes / 1024:.1f} MB"
+
+
+def _retained_line(thread: RetainedThread, dry_run: bool) -> str:
+    if thread.kept_from is None or not thread.checkpoints:
+        return f"Thread {thread.thread_id}: nothing to remove."
+    verb = "would remove" if dry_run else "removed"
+    stones = (
+        f"; {thread.tombstones} memory change(s) stay as tombstones" if thread.tombstones else ""
+    )
+    removed = _counts(thread.rows)
+    return f"Thread {thread.thread_id}: kept from {thread.kept_from}; {verb} {removed}{stones}."
+
+
+@main.command()
+@click.argument("thread_id", required=False)
+@click.option("--all", "all_threads", is_flag=True, help="Every thread.")
+@click.option("--keep-turns", metavar="N", help="Keep the newest N turns of the branch.")
+@click.option("--older-than", metavar="AGE", help="Remove turns older than AGE: 30d, 12h, 1w2d.")
+@click.option("--dry-run", is_flag=True, help="Change nothing; say what would be removed.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def retain(
+    thread_id: str | None,
+    all_threads: bool,
+    keep_turns: str | None,
+    older_than: str | None,
+    dry_run: bool,
+    as_json: bool,
+) -> None:
+    """Keep only a thread's newest turns; older history goes for good.
+
+    What is kept loads exactly as before; forgets and other memory changes that were
+    cut stay in `memagent timeline`, marked "removed by retention". For cron, e.g.
+    `memagent retain --all --older-than 90d`.
+    """
+    if (thread_id is None) != all_threads:
+        raise click.ClickException("Say which threads: a THREAD or --all (not both).")
+    if (keep_turns is None) == (older_than is None):
+        raise click.ClickException("Say what to keep: --keep-turns N or --older-than AGE.")
+    policy: dict[str, Any] = {"older_than": _checked_age(older_than)}
+    if keep_turns is not None:
+        policy = {"keep_turns": _checked_turns(keep_turns)}
+    if thread_id is not None:
+        _checked(thread_id)
+    done = _with_saver(
+        lambda saver: admin.aretain(saver, thread_id, dry_run=dry_run, surface="cli", **policy)
+    )
+    if as_json:
+        _echo_json(done.to_json())
+        return
+    if dry_run:
+        click.echo("Dry run: nothing was changed.")
+    for thread in done.threads:
+        if thread_id is not None or thread.checkpoints:
+            click.echo(_retained_line(thread, dry_run))
+    if thread_id is None:
+        verb = "would remove" if dry_run else "removed"
+        changed = sum(1 for thread in done.threads if thread.checkpoints)
+        click.echo(
+            f"{len(done.threads)} thread(s), {changed} with older history: {verb} "
+            f"{_counts(done.rows) or 'nothing'} "
+            f"({_size(sum(thread.bytes for thread in done.threads))})."
+        )
+    if done.busy:
+        click.echo(f"Busy, not retained (run again): {', '.join(done.busy)}.", err=True)
+    if done.refused:
+        click.echo(f"Cannot be cut (DeltaChannel): {', '.join(done.refused)}.", err=True)
+
+
 def _audit_detail(row: dict[str, Any]) -> str:
     detail = row["detail"] or {}
     if row["operation"] == admin.ERASE_USER_OPERATION:
@@ -542,7 +624,7 @@ def _audit_detail(row: dict[str, Any]) -> str:
         return f"  {detail.get('threads', 0)} threads, {rows} rows, scan {clean}"
     if row["operation"] == "rewind" and detail.get("target"):
         return f"  to {detail['target']}"
-    if row["operation"] == "purge" and detail.get("kept_from"):
+    if row["operation"] in ("purge", "retain") and detail.get("kept_from"):
         return f"  kept from {detail['kept_from']}"
     if row["operation"] == "delete":
         return f"  {sum(v for v in detail.values() if isinstance(v, int))} rows"
@@ -581,3 +663,20 @@ def _checked_quotes(quotes: list[str]) -> list[str]:
         return check_quotes(quotes)
     except MemagentError as error:
         raise click.ClickException(str(error)) from None
+
+
+def _checked_turns(raw: str) -> int:
+    try:
+        return check_keep_turns(int(raw) if raw.strip().lstrip("-").isdigit() else raw)
+    except MemagentError as error:
+        raise click.ClickException(str(error)) from None
+
+
+def _checked_age(raw: str | None) -> str | None:
+    if raw is None:
+        return None
+    try:
+        parse_duration(raw)
+    except MemagentError as error:
+        raise click.ClickException(str(error)) from None
+    return raw

@@ -9,6 +9,8 @@ from them, never by editing another audience's text.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import psycopg
 
 
@@ -226,3 +228,37 @@ class ServerUnavailableError(MemagentError, RuntimeError):
     def __init__(self, url: str, reason: str) -> None:
         self.url = url
         super().__init__(f"The server at {url} could not be used: {reason}")
+
+
+class CheckpointRetainedError(CheckpointNotFoundError):
+    """A checkpoint id that retention removed: it existed, and is gone on purpose.
+
+    A ``CheckpointNotFoundError`` too, so a caller that handles unknown ids handles
+    this one; the words differ because "there is no such checkpoint" would send the
+    user looking for a typo.
+    """
+
+    def __init__(self, thread_id: str, checkpoint_id: str, retained_at: datetime) -> None:
+        super().__init__(thread_id, checkpoint_id)
+        self.retained_at = retained_at
+        when = retained_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
+        self.args = (
+            f"Checkpoint {checkpoint_id} of thread {thread_id!r} was removed by retention "
+            f"on {when}: it can no longer be loaded or rewound to. The thread's timeline "
+            f"lists what is kept (memagent timeline {thread_id}).",
+        )
+
+    def for_model(self) -> str:
+        return (
+            f"Checkpoint {self.checkpoint_id} was removed by retention (older turns are no "
+            "longer kept), so it cannot be rewound to. Call conversation_timeline for the "
+            "points that are kept, or tell the user that part is gone."
+        )
+
+
+class RetentionRequestError(RequestError):
+    """A retention asked for with a policy that cannot be applied; nothing changed."""
+
+
+class RetentionRefusedError(RetentionRequestError):
+    """A thread retention cannot cut without changing what is kept; nothing changed."""

@@ -123,6 +123,12 @@ class Settings:
             (``agent.store.pseudonym``).
         server_url: The ``langgraph dev`` server whose threads ``erase-user`` also
             removes (``MEMAGENT_SERVER_URL``); ``None``: no server.
+        retention: The retention the web page's process (``memagent web``, and
+            ``langgraph dev``, which runs the page) applies to every thread
+            (``MEMAGENT_RETENTION``: ``"200 turns"`` or an age such as ``"90d"``;
+            read by ``tools.admin.retention_policy``); ``None``: none.
+        retention_interval: Seconds between two such sweeps
+            (``MEMAGENT_RETENTION_INTERVAL``).
     """
 
     database_url: str | None
@@ -145,6 +151,8 @@ class Settings:
     context_tokens: int | None = None
     pseudonym_key: str | None = field(default=None, repr=False)
     server_url: str | None = None
+    retention: str | None = None
+    retention_interval: float = 3600.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -176,6 +184,8 @@ class Settings:
             context_tokens=_optional_int(env, "MEMAGENT_CONTEXT_TOKENS"),
             pseudonym_key=env.get("MEMAGENT_PSEUDONYM_KEY", "").strip() or None,
             server_url=env.get("MEMAGENT_SERVER_URL", "").strip() or None,
+            retention=env.get("MEMAGENT_RETENTION", "").strip() or None,
+            retention_interval=_float(env, "MEMAGENT_RETENTION_INTERVAL", 3600.0),
         )
 
     @property

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import uuid
+from datetime import timedelta
 
 from agent.errors import (
     InvalidCheckpointIdError,
@@ -15,6 +16,7 @@ from agent.errors import (
     InvalidThreadIdError,
     InvalidUserError,
     MessageRejectedError,
+    RetentionRequestError,
 )
 from agent.prompts import REMOVED_MARKER
 
@@ -143,3 +145,49 @@ def check_user(user: object) -> str:
             "characters or invalid Unicode."
         )
     return user
+
+
+_DURATION_PART = re.compile(r"(\d+)([smhdw])")
+_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+MAX_DURATION = timedelta(days=365 * 1000)
+"""Longer than anything kept; larger values would overflow date arithmetic."""
+
+
+def parse_duration(raw: object) -> timedelta:
+    """A duration as operators write one in a cron line: ``30d``, ``12h``, ``1w2d``, ``90m``.
+
+    Units: ``s``, ``m`` (minutes), ``h``, ``d``, ``w``; parts add up. A ``timedelta``
+    passes through, so code can hand one in directly.
+
+    Raises:
+        RetentionRequestError: Not such a duration, or a negative ``timedelta``.
+    """
+    if isinstance(raw, timedelta):
+        if raw < timedelta(0):
+            raise RetentionRequestError(f"A retention age cannot be negative (got {raw}).")
+        return raw
+    text = raw.strip().lower() if isinstance(raw, str) else ""
+    parts = _DURATION_PART.findall(text)
+    if not parts or "".join(n + unit for n, unit in parts) != text:
+        shown = _CONTROL_CHARS.sub("?", str(raw))[:40]
+        raise RetentionRequestError(
+            f"{shown!r} is not a duration: write a number and a unit, such as 30d, 12h, "
+            "90m or 1w2d (units s, m, h, d, w)."
+        )
+    seconds = sum(int(n) * _DURATION_UNITS[unit] for n, unit in parts)
+    if seconds > MAX_DURATION.total_seconds():
+        raise RetentionRequestError(f"{text!r} is longer than any retention can use.")
+    return timedelta(seconds=seconds)
+
+
+def check_keep_turns(raw: object) -> int:
+    """How many turns a retention keeps: a whole number, 0 or more (0 keeps the head only).
+
+    Raises:
+        RetentionRequestError: Not a whole number of 0 or more.
+    """
+    if isinstance(raw, bool) or not isinstance(raw, int) or raw < 0:
+        raise RetentionRequestError(
+            f"The number of turns to keep must be a whole number of 0 or more (got {raw!r})."
+        )
+    return raw

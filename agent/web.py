@@ -466,7 +466,12 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        async with open_session() as session:
+        # The page's process is the long-running one, in ``langgraph dev`` too, so it
+        # applies ``MEMAGENT_RETENTION`` (none when unset).
+        async with (
+            open_session() as session,
+            admin.retention_sweep(session.saver, Settings.from_env()),
+        ):
             app.state.memagent_session = session
             yield
         app.state.memagent_session = None

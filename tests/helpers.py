@@ -67,8 +67,8 @@ HANG_GUARD = 60.0
 THREAD_TABLES = ("checkpoints", "checkpoint_blobs", "checkpoint_writes", "memagent_messages")
 """The tables a thread's conversation lives in: langgraph's three and memagent's messages.
 
-Admin reports its erasures per table of these. The audit log and the per-thread message
-counter are not among them: they keep no conversation and outlive a delete.
+Admin reports its erasures per table of these. The audit log is not among them: it keeps
+no conversation and outlives a delete.
 """
 
 # --- databases -------------------------------------------------------------------------
@@ -251,6 +251,44 @@ def canary_rows(database_url: str, needle: str) -> dict[str, int]:
     missing = set(THREAD_TABLES) - set(found)
     assert not missing, f"the scan did not find the thread tables {missing}"
     return {name: count for name, count in found.items() if name in THREAD_TABLES or count > 0}
+
+
+def rows_naming(database: str | psycopg.Connection[Any], needles: Sequence[str]) -> dict[str, int]:
+    """Rows of every table that hold any of ``needles``, per table, only where found.
+
+    The independent check that something (a thread id, a user's canary) is gone: every
+    base table of the database, found through ``information_schema`` so a table added
+    later is searched too, and every text, JSON and bytea column of it, JSON as its
+    text and bytes as raw bytes (msgpack and JSON blobs keep text as UTF-8). Matching
+    is exact and case-sensitive, as ids are. ``{}`` means "no row names any of them";
+    a caller that allows the audit log drops ``"memagent_audit"`` from the result.
+
+    Args:
+        database: A database URL, or an open connection (read in its transaction, so
+            a caller can check what a transaction of its own is about to commit).
+        needles: The strings to look for; each non-empty.
+    """
+    assert needles and all(needles), "rows_naming needs non-empty needles"
+    if isinstance(database, str):
+        with psycopg.connect(database) as conn:
+            return rows_naming(conn, needles)
+    params = {"texts": list(needles), "raws": [needle.encode() for needle in needles]}
+    columns: dict[tuple[str, str], list[sql.Composable]] = {}
+    for schema, table, column, data_type in _searchable_columns(database):
+        test = (
+            "EXISTS (SELECT 1 FROM unnest(%(raws)s::bytea[]) n WHERE position(n in {}) > 0)"
+            if data_type == "bytea"
+            else "EXISTS (SELECT 1 FROM unnest(%(texts)s::text[]) n WHERE strpos({}::text, n) > 0)"
+        )
+        columns.setdefault((schema, table), []).append(sql.SQL(test).format(sql.Identifier(column)))
+    found: dict[str, int] = {}
+    for (schema, table), tests in columns.items():
+        query = sql.SQL("SELECT count(*) FROM {} WHERE {}").format(
+            sql.Identifier(schema, table), sql.SQL(" OR ").join(tests)
+        )
+        if hits := _count(database, query, params):
+            found[table if schema == "public" else f"{schema}.{table}"] = hits
+    return found
 
 
 # --- conversations ---------------------------------------------------------------------

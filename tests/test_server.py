@@ -54,6 +54,7 @@ from tests.helpers import (
     fresh_database,
     needle_columns,
     rows,
+    rows_naming,
     serving_jwks,
     simple_cross_site_post,
     stored_state,
@@ -62,6 +63,7 @@ from tests.helpers import (
     wait_until_waiting_for,
     working_body,
 )
+from tools import admin
 
 LANGGRAPH = Path(sys.executable).parent / "langgraph"
 GRAPH = "agent"
@@ -1088,7 +1090,7 @@ def test_erase_for_good_resumed_with_no_erases_nothing(server: Server, answer: A
 
     after = thread_snapshot(server.database_url, thread_id)
     for table, kept in before.items():
-        if table not in ("memagent_message_seq", "memagent_thread_leases"):  # counters, leases
+        if table != "memagent_thread_leases":  # the run's lease comes and goes
             assert kept <= after[table], table  # no row changed or went
     assert needle_columns(server.database_url, address) == hits
     head = state_messages(client, thread_id)
@@ -1311,8 +1313,9 @@ def test_delete_leaves_no_row_of_the_thread_in_any_table(server: Server) -> None
     client.threads.delete(thread_id)
 
     left = {t: r for t, r in thread_snapshot(server.database_url, thread_id).items() if r}
-    # The audit log outlives a delete (SPEC); the message counter never reuses a number.
-    assert set(left) <= {"memagent_audit", "memagent_message_seq"}, left
+    # The audit log outlives a delete (SPEC); nothing else names the thread.
+    assert set(left) <= {"memagent_audit"}, left
+    assert set(rows_naming(server.database_url, [thread_id])) == {"memagent_audit"}
     assert needle_columns(server.database_url, address) == {}
     audit = rows(
         server.database_url,
@@ -1367,8 +1370,8 @@ ERASED = (
     "checkpoint_blobs",
     "checkpoint_writes",
     "memagent_messages",
-    "memagent_message_seq",
     "memagent_thread_owner",
+    "memagent_retained",
 )
 
 
@@ -1463,3 +1466,33 @@ def test_erase_user_removes_her_threads_and_runs_from_the_server_and_nothing_of_
     assert again["rows"] == dict.fromkeys(ERASED, 0)
     assert (again["threads"], again["server"]) == (0, {"threads": 0, "runs": 0})
     assert again["user"] == receipt["user"] and again.keys() == receipt.keys()
+
+
+async def test_retention_through_the_server(server: Server) -> None:
+    """A thread the server holds, retained from another process: the server's history
+    lists what is kept, asking for a cut checkpoint says "removed by retention", the
+    ``rewind_to`` tool inside a run says so too, and the thread goes on."""
+    client = server.client()
+    thread_id = client.threads.create()["thread_id"]
+    for text in ("my name is Ada", "forget this", "my color is green", "my pet is a cat"):
+        say(client, thread_id, text)
+    points = turn_points(client, thread_id)
+    old = checkpoint_id(points[0])
+    async with open_saver(database_url=server.database_url) as saver:
+        done = await admin.aretain(saver, thread_id, keep_turns=2)
+    assert done.threads[0].kept_from == checkpoint_id(points[-2])
+
+    assert [checkpoint_id(p) for p in turn_points(client, thread_id)] == [
+        checkpoint_id(p) for p in points[-2:]
+    ]
+    with pytest.raises(httpx.HTTPStatusError) as caught:  # not an empty state
+        client.threads.get_state(thread_id, checkpoint_id=old)
+    assert "removed by retention" in caught.value.response.text
+    say(client, thread_id, f"go back to {old}")
+    tool_said = texts(state_messages(client, thread_id), "tool")[-1]
+    assert "removed by retention" in tool_said
+    assert texts(state_messages(client, thread_id), "human")[:3] == [
+        "my color is green",
+        "my pet is a cat",
+        f"go back to {old}",
+    ]

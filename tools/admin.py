@@ -17,23 +17,36 @@ recorded in the audit log without any conversation content.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
-from collections.abc import Callable, Coroutine
+import logging
+import re
+from collections.abc import AsyncIterator, Callable, Coroutine
+from contextlib import asynccontextmanager
+from datetime import timedelta
 from typing import Any, Concatenate, Literal, ParamSpec, TypeVar
 
+import psycopg
 from langchain_core.language_models import BaseChatModel
 from langgraph.graph.state import CompiledStateGraph
 
 from agent.bridge import run_blocking
 from agent.errors import (
+    MemagentError,
     NothingToCompactError,
     NothingToUndoError,
     PurgeRefusedError,
+    RequestError,
+    RetentionRefusedError,
+    RetentionRequestError,
+    SettingsError,
+    ThreadBusyError,
     ThreadNotFoundError,
+    one_line,
 )
 from agent.graph import chat_graph_builder
 from agent.memory.budget import resolve_context_tokens
-from agent.memory.changes import Compaction, Erasure, MemoryChange
+from agent.memory.changes import Compaction, Erasure, MemoryChange, RetainedThread, Retention
 from agent.memory.compactor import Compactor
 from agent.memory.events import COMPACT, FORGET, FORGOT_DETAIL, REWIND
 from agent.memory.node import ERASE_OPERATION
@@ -60,10 +73,17 @@ from agent.store import pseudonym
 from agent.store.receipt import ERASED_TABLES, ErasureReceipt, ServerErasure
 from agent.store.saver import MemagentSaver
 from agent.store.server_threads import ServerThreads
-from agent.validation import check_quotes, check_thread_id, check_user, clean_reason
+from agent.validation import (
+    check_keep_turns,
+    check_quotes,
+    check_thread_id,
+    check_user,
+    clean_reason,
+    parse_duration,
+)
 from tools.memory import memory_tools
 
-Surface = Literal["tool", "cli", "code", "server", "web"]
+Surface = Literal["tool", "cli", "code", "server", "web", "sweep"]
 ERASE_USER_OPERATION = "erase-user"
 """The audit log's operation for ``aerase_user``; its line's thread and actor are the
 user's pseudonym, its detail the receipt."""
@@ -398,6 +418,138 @@ async def apurge(
     return Erasure(thread_id, rows, kept_from)
 
 
+async def aretain(
+    saver: MemagentSaver,
+    thread_id: str | None = None,
+    *,
+    keep_turns: int | None = None,
+    older_than: timedelta | str | None = None,
+    dry_run: bool = False,
+    surface: Surface = "code",
+    actor: str | None = None,
+) -> Retention:
+    """Keeps only the newest turns of a thread, or of every thread (``thread_id=None``).
+
+    Exactly one policy: ``keep_turns`` (the newest N turns on the head's branch; 0
+    keeps the head alone) or ``older_than`` (a ``timedelta`` or text such as ``"30d"``:
+    turns older than that go). The thread is kept from the rewind point of its oldest
+    kept turn on, on every branch; everything older goes, with the blobs and message
+    rows nothing kept refers to. What is kept loads exactly as before and the head is
+    never touched. Memory changes cut stay in the timeline as tombstones ("removed by
+    retention"), and a removed id gets ``CheckpointRetainedError`` rather than "unknown".
+    Each thread is done under its lease, so a running turn finishes first and is kept.
+    A dry run changes nothing and reports what a real run would remove.
+
+    Raises:
+        RequestError: A bad thread id or an unknown thread, no policy or both, a
+            negative ``keep_turns`` or a malformed ``older_than`` (nothing is changed).
+        RetentionRefusedError: One thread asked for, and it uses a ``DeltaChannel``
+            (its checkpoints are rebuilt from older ones). Over all threads, such
+            threads are listed in ``refused`` instead.
+        ThreadBusyError: One thread asked for, and a turn kept it busy longer than
+            the busy timeout. Over all threads, busy ones are listed in ``busy`` instead.
+    """
+    if (keep_turns is None) == (older_than is None):
+        raise RetentionRequestError(
+            "Say what to keep: a number of turns (keep_turns) or an age (older_than), not both."
+        )
+    turns = None if keep_turns is None else check_keep_turns(keep_turns)
+    age = None if older_than is None else parse_duration(older_than)
+    policy: dict[str, Any] = (
+        {"keep_turns": turns}
+        if age is None
+        else {
+            "older_than": older_than if isinstance(older_than, str) else f"{age.total_seconds():g}s"
+        }
+    )
+
+    async def retain_one(thread: str) -> RetainedThread:
+        async with saver.thread_lease(thread):
+            await _require_thread(saver, thread)
+            done = await saver.aretain(thread, keep_turns=turns, older_than=age, dry_run=dry_run)
+            if done.checkpoints and not dry_run:
+                detail = {**done.rows, "bytes": done.bytes, "kept_from": done.kept_from, **policy}
+                await saver.arecord_audit(
+                    "retain", thread, surface=surface, actor=actor, detail=detail
+                )
+        return done
+
+    if thread_id is not None:
+        return Retention(policy, dry_run, [await retain_one(check_thread_id(thread_id))], [])
+    done, busy, refused = [], [], []
+    for thread in await saver.athread_ids():
+        try:
+            done.append(await retain_one(thread))
+        except ThreadBusyError:
+            busy.append(thread)
+        except RetentionRefusedError:
+            refused.append(thread)
+        except ThreadNotFoundError:  # deleted since it was listed: nothing to keep
+            continue
+    return Retention(policy, dry_run, done, busy, refused)
+
+
+def retention_policy(text: str) -> dict[str, Any]:
+    """The ``aretain`` policy that ``MEMAGENT_RETENTION`` names.
+
+    ``"200 turns"`` keeps the newest 200 turns of each thread; an age such as ``"90d"``
+    (as ``memagent retain --older-than`` takes) keeps the turns newer than that.
+
+    Raises:
+        SettingsError: Neither.
+    """
+    turns = _RETENTION_TURNS.fullmatch(text.strip().lower())
+    if turns is not None:
+        return {"keep_turns": int(turns[1])}
+    try:
+        parse_duration(text)
+    except RequestError:
+        raise SettingsError(
+            f"MEMAGENT_RETENTION={text!r} cannot be used: write a number of turns "
+            "(200 turns) or an age (90d, 12h)."
+        ) from None
+    return {"older_than": text.strip()}
+
+
+_RETENTION_TURNS = re.compile(r"(\d+)\s*turns?")
+logger = logging.getLogger(__name__)
+
+
+@asynccontextmanager
+async def retention_sweep(saver: MemagentSaver, settings: Settings) -> AsyncIterator[None]:
+    """While open, applies ``MEMAGENT_RETENTION`` to every thread, now and every interval.
+
+    For long-running processes (the web page, ``langgraph dev``), as a cron job runs
+    ``memagent retain --all``. A sweep that fails (the database away for a moment) is
+    logged and tried again at the next interval. Nothing runs without the setting.
+
+    Raises:
+        SettingsError: ``MEMAGENT_RETENTION`` cannot be used (raised on entry).
+    """
+    if settings.retention is None:
+        yield
+        return
+    policy = retention_policy(settings.retention)
+
+    async def sweep() -> None:
+        while True:
+            try:
+                done = await aretain(saver, None, surface="sweep", **policy)
+                if done.busy:
+                    logger.info("retention skipped busy threads %s", done.busy)
+            except (MemagentError, psycopg.Error) as error:
+                logger.warning("retention sweep failed: %s", one_line(error))
+            await asyncio.sleep(settings.retention_interval)
+
+    task = asyncio.create_task(sweep())
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
 async def aaudit(
     saver: MemagentSaver, thread_id: str | None = None, *, limit: int = 100
 ) -> list[dict[str, Any]]:
@@ -420,7 +572,7 @@ async def aerase_user(
     The user's threads are those memagent recorded as theirs (the page and the server
     with auth on), the page's ``<user>:<uuid>`` threads, and, with ``server``, the
     server's threads whose metadata names them. Each is erased on every branch and in
-    every table (conversation, message rows and counter, ownership) in one
+    every table (conversation, message rows, ownership, retention records) in one
     transaction of its own, after any turn on it has finished; then the server deletes
     its record of the threads and their runs. The audit log keeps its lines with the
     user's name and thread ids replaced by keyed pseudonyms (``agent.store.pseudonym``)
@@ -512,6 +664,7 @@ compact = sync_twin(acompact)
 undo = sync_twin(aundo)
 delete = sync_twin(adelete)
 purge = sync_twin(apurge)
+retain = sync_twin(aretain)
 audit = sync_twin(aaudit)
 erase_user = sync_twin(aerase_user)
 vacuum = sync_twin(avacuum)

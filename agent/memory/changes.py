@@ -6,7 +6,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 
@@ -81,4 +81,79 @@ class Compaction:
             "replaced": self.replaced,
             "tokens_before": self.tokens_before,
             "tokens_after": self.tokens_after,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class RetainedThread:
+    """What retention removed from one thread (a dry run: would remove).
+
+    Attributes:
+        thread_id: The thread.
+        kept_from: The oldest checkpoint kept (a rewind point, or the head); ``None``
+            when the policy keeps the whole thread.
+        rows: Rows removed per table.
+        bytes: What those rows occupied, as stored.
+        checkpoints: Root checkpoints removed; each now answers "removed by retention".
+        tombstones: Memory changes among them, which the timeline still lists.
+    """
+
+    thread_id: str
+    kept_from: str | None
+    rows: dict[str, int]
+    bytes: int = 0
+    checkpoints: int = 0
+    tombstones: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        """One thread of what ``memagent retain --json`` prints."""
+        return {
+            "thread_id": self.thread_id,
+            "kept_from": self.kept_from,
+            "rows": self.rows,
+            "bytes": self.bytes,
+            "checkpoints": self.checkpoints,
+            "tombstones": self.tombstones,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Retention:
+    """What a retention over one thread or all did.
+
+    Attributes:
+        policy: ``{"keep_turns": N}`` or ``{"older_than": "30d"}``, as asked.
+        dry_run: Nothing was changed; the counts are what a real run would remove.
+        threads: Per thread retained, in thread id order.
+        busy: Threads skipped because a turn held them for longer than the busy
+            timeout (a retention over all threads only); run it again for them.
+        refused: Threads skipped because no older part of them can be cut (one
+            using a ``DeltaChannel``; a retention over all threads only).
+    """
+
+    policy: dict[str, Any]
+    dry_run: bool
+    threads: list[RetainedThread]
+    busy: list[str]
+    refused: list[str] = field(default_factory=list)
+
+    @property
+    def rows(self) -> dict[str, int]:
+        """Rows removed per table, over every thread."""
+        totals: dict[str, int] = {}
+        for thread in self.threads:
+            for table, count in thread.rows.items():
+                totals[table] = totals.get(table, 0) + count
+        return totals
+
+    def to_json(self) -> dict[str, Any]:
+        """What ``memagent retain --json`` prints."""
+        return {
+            **self.policy,
+            "dry_run": self.dry_run,
+            "rows": self.rows,
+            "bytes": sum(thread.bytes for thread in self.threads),
+            "threads": [thread.to_json() for thread in self.threads],
+            "busy": self.busy,
+            "refused": self.refused,
         }

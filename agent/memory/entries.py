@@ -20,6 +20,10 @@ from agent.memory.events import EVENT_KINDS, EventKind, Facts, kind_of
 PREVIEW_CHARS = 80
 TURN_SYMBOL = "●"
 """How the CLI's tree and the web page mark a turn."""
+TOMBSTONE_KEY = "removed_by_retention"
+"""The metadata key under which the store hands back a memory change retention cut
+(``tombstone``): the change's kind, facts and whether a turn made it."""
+REMOVED_LABEL = "removed by retention"
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +46,9 @@ class TimelineEntry:
         facts: What the change's metadata says (its kind's ``read``): a rewind's
             ``rewound_to``, how many messages a detail forget changed (``count``) and
             whether it was ``erased`` for good, ...
+        removed: A tombstone: the change is older than what retention kept, so its
+            checkpoint is gone and nothing can return to it; it stays listed so the
+            history still says a forget (say) happened.
     """
 
     checkpoint_id: str
@@ -53,6 +60,7 @@ class TimelineEntry:
     in_turn: bool = False
     run_id: str | None = None
     facts: Facts = field(default_factory=dict)
+    removed: bool = False
 
     @property
     def event_kind(self) -> EventKind | None:
@@ -69,7 +77,8 @@ class TimelineEntry:
     def label(self) -> str:
         """The entry in words for people: the turn's message, or what the change did."""
         kind = self.event_kind
-        return f'"{self.preview}"' if kind is None else kind.describe(self.facts, self.reason)
+        label = f'"{self.preview}"' if kind is None else kind.describe(self.facts, self.reason)
+        return f"{label} ({REMOVED_LABEL})" if self.removed else label
 
     @property
     def symbol(self) -> str:
@@ -81,7 +90,7 @@ class TimelineEntry:
     def undoable(self) -> bool:
         """Whether rewinding to before this change takes it back (a turn: always)."""
         kind = self.event_kind
-        return kind is None or kind.undoable(self.facts)
+        return not self.removed and (kind is None or kind.undoable(self.facts))
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict (times as ISO 8601 text), facts inline, label and symbol."""
@@ -95,6 +104,7 @@ class TimelineEntry:
             "in_turn": self.in_turn,
             "run_id": self.run_id,
             **self.facts,
+            "removed": self.removed,
             "label": self.label,
             "symbol": self.symbol,
         }
@@ -132,6 +142,17 @@ def entry_from(
     checkpoint: the same rule as ``agent.store.sql.TIMELINE_POINT``.
     """
     at = datetime.fromisoformat(ts) if ts else None
+    stone: dict[str, Any] | None = metadata.get(TOMBSTONE_KEY)  # type: ignore[assignment]
+    if stone is not None:
+        return TimelineEntry(
+            checkpoint_id,
+            parent_id,
+            at,
+            str(stone["kind"]),
+            in_turn=bool(stone.get("in_turn")),
+            facts=dict(stone.get("facts") or {}),
+            removed=True,
+        )
     run_id = str(metadata["run_id"]) if metadata.get("run_id") else None
     kind = kind_of(metadata)
     if kind is not None:
@@ -152,3 +173,20 @@ def entry_from(
             checkpoint_id, parent_id, at, "turn", preview=preview_text(text), run_id=run_id
         )
     return None
+
+
+def tombstone(metadata: CheckpointMetadata | dict[str, Any]) -> Facts | None:
+    """What stays of a memory change's checkpoint when retention removes it, or ``None``.
+
+    Its kind, its facts (counts and ids, as its kind reads them) and whether a turn
+    made it; not its reason, which is the user's words, nor anything else the
+    checkpoint held. ``entry_from`` turns it back into a (removed) entry.
+    """
+    kind = kind_of(metadata)
+    if kind is None:
+        return None
+    return {
+        "kind": kind.name,
+        "facts": kind.read(metadata),
+        "in_turn": metadata.get("source") == "loop",
+    }

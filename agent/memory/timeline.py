@@ -84,6 +84,8 @@ def undo_target(entries: list[TimelineEntry]) -> str | None:
     """
     already_at: set[str] = set()
     for entry in entries:
+        if entry.removed:  # retention's cut: nothing older can be returned to
+            return None
         kind = entry.event_kind
         if kind is not None and kind.moves_head:
             already_at.add(entry.rewound_to or "")

@@ -82,7 +82,8 @@ async def load_rewind_target(
     Raises:
         InvalidCheckpointIdError: The id is not a UUID.
         CheckpointNotFoundError: The id is unknown, of another thread or outside the
-            root namespace (all look the same from here: not in this thread).
+            root namespace (all look the same from here: not in this thread); from
+            memagent's saver, ``CheckpointRetainedError`` when retention removed it.
     """
     checkpoint_id = parse_checkpoint_id(raw_checkpoint_id)
     found = await saver.aget_tuple(root_config(thread_id, checkpoint_id))

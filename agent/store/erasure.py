@@ -20,33 +20,50 @@ from psycopg.types.json import Jsonb
 from agent.errors import PurgeRefusedError
 from agent.redaction import candidate_patterns, quote_pattern, scrub, scrub_typed
 from agent.store import sql
-from agent.store.messages import RANGES_TYPE, decode_ranges, encode_ranges
+from agent.store.messages import (
+    RANGES_TYPE,
+    blocks_needed,
+    decode_ranges,
+    encode_ranges,
+    take_from_blocks,
+)
 from agent.store.summary_erasure import SUMMARY_LIKE, find_summary_markers
 
 Connection = AsyncConnection[DictRow]
 
 
 async def delete_thread(conn: Connection, thread_id: str) -> dict[str, int]:
-    """Deletes every row of a thread in one transaction; rows removed per table.
+    """Deletes every row naming a thread in one transaction, but the audit log's.
 
-    Its ownership goes too (uncounted: a delete reports the conversation's tables).
+    Returns:
+        Rows removed per conversation table (``sql.DELETE_THREAD``); what else named
+        the thread (its owner, what retention recorded, an expired lease) goes uncounted.
     """
     async with conn.transaction():
         counts = await _delete_rows(conn, thread_id, sql.DELETE_THREAD)
         await conn.execute(sql.DELETE_THREAD_OWNER, (thread_id,))
+        await _delete_records(conn, thread_id)
     return counts
 
 
 async def erase_thread(conn: Connection, thread_id: str) -> dict[str, int]:
-    """``delete_thread`` plus every row that only names the thread, counted, at once.
+    """``delete_thread`` with the rows that only name the thread counted too.
 
-    For erasing a person: besides the conversation, the thread's message counter
-    and its ownership go, in the same transaction.
+    For erasing a person, whose receipt counts every row: besides the conversation,
+    the thread's ownership and what retention recorded of it go, in the same
+    transaction.
     """
     async with conn.transaction():
-        return await _delete_rows(
+        counts = await _delete_rows(
             conn, thread_id, (*sql.DELETE_THREAD, *sql.ERASE_THREAD_BOOKKEEPING)
         )
+        await _delete_records(conn, thread_id)
+    return counts
+
+
+async def _delete_records(conn: Connection, thread_id: str) -> None:
+    for statement in sql.DELETE_THREAD_RECORDS:
+        await conn.execute(statement, (thread_id,))
 
 
 async def _delete_rows(
@@ -188,11 +205,12 @@ async def redact(
         summaries = await find_summary_markers(conn, serde, thread_id, erased_ids)
         changed.update(summaries.rows)
         if changed:
-            cur = await conn.execute(sql.RESERVE_MESSAGE_SEQS, (thread_id, len(changed)))
-            last = (await cur.fetchone() or {"last_seq": 0})["last_seq"]
+            blocks = blocks_needed(len(changed), sql.MESSAGE_BLOCK)
+            cur = await conn.execute(sql.RESERVE_MESSAGE_BLOCKS, (blocks,))
+            firsts = [row["first"] for row in await cur.fetchall()]
+            seqs, _unused = take_from_blocks(firsts, sql.MESSAGE_BLOCK, len(changed))
             new_rows = []
-            for offset, (row, blob) in enumerate(changed.values()):
-                seq = last - len(changed) + 1 + offset
+            for seq, (row, blob) in zip(seqs, changed.values(), strict=True):
                 replaced[row["seq"]] = seq
                 new_rows.append((thread_id, seq, row["message_id"], row["type"], blob))
             async with conn.cursor() as cur:

@@ -1,5 +1,8 @@
 """Cheap reads of a thread's history: timeline, tree links, turn inputs, heads, threads.
 
+What retention cut shows in the timeline and the tree as tombstones, read from
+``memagent_retained`` (``agent.store.retention``).
+
 langgraph's ``alist`` loads every listed checkpoint's whole state; these read ids,
 parent links, metadata and, for a turn, its user-message write only, so their cost
 follows what is shown rather than the length of the thread. Which checkpoints are
@@ -10,13 +13,14 @@ timeline points is the registry's (``agent.memory.events``) and the SQL's shared
 from __future__ import annotations
 
 import asyncio
+from datetime import datetime
 from typing import Any
 
 from langgraph.checkpoint.serde.base import SerializerProtocol
 from psycopg import AsyncConnection
 from psycopg.rows import DictRow
 
-from agent.memory.entries import TimelineEntry, entry_from
+from agent.memory.entries import TOMBSTONE_KEY, TimelineEntry, entry_from
 from agent.memory.events import MEMORY_METADATA_KEYS
 from agent.store import sql
 
@@ -45,7 +49,36 @@ async def timeline(
         )
         if entry is not None:
             entries.append(entry)
+    if len(entries) < limit:
+        entries += await tombstones_below(conn, thread_id, entries, limit - len(entries))
     return entries
+
+
+async def tombstones_below(
+    conn: Connection, thread_id: str, entries: list[TimelineEntry], limit: int
+) -> list[TimelineEntry]:
+    """The memory changes retention cut from the lineage below ``entries``, newest first.
+
+    Only asked for when the walk ran out before ``limit``: the lineage ended, at the
+    thread's first checkpoint or at retention's cut. A thread never retained ends at
+    once, so this costs one index probe there.
+    """
+    start = entries[-1].checkpoint_id if entries else await head_id(conn, thread_id)
+    if start is None:
+        return []
+    params = {"thread_id": thread_id, "start": start, "limit": limit}
+    rows = await (await conn.execute(sql.SELECT_TOMBSTONES_BELOW, params)).fetchall()
+    found = (
+        entry_from(
+            row["checkpoint_id"],
+            row["parent_checkpoint_id"],
+            row["ts"],
+            {TOMBSTONE_KEY: row["tombstone"]},
+            None,
+        )
+        for row in rows
+    )
+    return [entry for entry in found if entry is not None]
 
 
 async def head_id(conn: Connection, thread_id: str) -> str | None:
@@ -56,7 +89,11 @@ async def head_id(conn: Connection, thread_id: str) -> str | None:
 
 async def tree_links(conn: Connection, thread_id: str) -> list[dict[str, Any]]:
     """Every root checkpoint's id and parent, oldest first; time and metadata on points."""
-    params = {"thread_id": thread_id, "memory_keys": list(MEMORY_METADATA_KEYS)}
+    params = {
+        "thread_id": thread_id,
+        "memory_keys": list(MEMORY_METADATA_KEYS),
+        "tombstone_key": TOMBSTONE_KEY,
+    }
     return list(await (await conn.execute(sql.SELECT_TREE_LINKS, params)).fetchall())
 
 
@@ -78,3 +115,17 @@ async def turn_inputs(
 async def threads(conn: Connection, limit: int) -> list[dict[str, Any]]:
     """Threads with their checkpoint count and last activity, most recent first."""
     return list(await (await conn.execute(sql.SELECT_THREADS, (limit,))).fetchall())
+
+
+async def retained_at(conn: Connection, thread_id: str, checkpoint_id: str) -> datetime | None:
+    """When retention removed this root checkpoint of the thread; ``None`` if it did not."""
+    cur = await conn.execute(sql.SELECT_RETAINED_AT, (thread_id, checkpoint_id))
+    row = await cur.fetchone()
+    return None if row is None else row["retained_at"]
+
+
+async def thread_ids(conn: Connection) -> list[str]:
+    """Every thread with a saved checkpoint."""
+    return [
+        row["thread_id"] for row in await (await conn.execute(sql.SELECT_THREAD_IDS)).fetchall()
+    ]

@@ -10,7 +10,8 @@ new row. See docs/storage.md for the design and its measurements.
 
 Two invariants keep every reader right, in every process: a row's content never
 changes under its number (redact writes new rows), and a number is never reused
-(the per-thread counter survives a delete). So a decoded message cached under
+(numbers come from one database sequence for all threads, so not even a thread
+deleted and made again gets one twice). So a decoded message cached under
 ``(thread_id, seq)`` is valid for as long as anyone can refer to it.
 """
 
@@ -182,9 +183,9 @@ class MessageCache:
 class SeqReservation:
     """Message numbers this saver has reserved for a thread but not used yet.
 
-    Numbers are allocated in SQL (a per-thread counter row, so processes never
-    collide) in blocks, so most writes need no extra round trip and a thread's
-    rows stay consecutive, which keeps its range lists short.
+    Numbers are allocated in SQL (blocks from one sequence, so processes never
+    collide) a block at a time, so most writes need no extra round trip and a
+    thread's rows stay consecutive, which keeps its range lists short.
     """
 
     next_seq: int
@@ -200,3 +201,23 @@ class SeqReservation:
         taken = list(range(self.next_seq, self.next_seq + count))
         self.next_seq += count
         return taken
+
+
+def blocks_needed(count: int, block: int) -> int:
+    """How many blocks of ``block`` numbers hold ``count`` numbers."""
+    return -(-count // block)
+
+
+def take_from_blocks(
+    firsts: Iterable[int], block: int, count: int
+) -> tuple[list[int], SeqReservation]:
+    """``count`` numbers from freshly reserved blocks, and what is left of the last one.
+
+    Blocks of one request need not be adjacent (another caller may take one in
+    between), so the numbers are each block in turn; all but the last block are used
+    whole, so what is left is one run of numbers.
+    """
+    numbers = [first + offset for first in sorted(firsts) for offset in range(block)]
+    left = numbers[count:]
+    last = numbers[-1]
+    return numbers[:count], SeqReservation(left[0] if left else last + 1, last)

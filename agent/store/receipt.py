@@ -23,8 +23,8 @@ ERASED_TABLES = (
     "checkpoint_blobs",
     "checkpoint_writes",
     "memagent_messages",
-    "memagent_message_seq",
     "memagent_thread_owner",
+    "memagent_retained",
 )
 """The tables a receipt counts rows removed from, always all of them (zeros included),
 so that every receipt has the same shape."""

@@ -20,6 +20,7 @@ from contextlib import (
     contextmanager,
 )
 from contextvars import ContextVar
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from langchain_core.messages import BaseMessage
@@ -40,8 +41,19 @@ from psycopg.rows import DictRow, dict_row
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
+from agent.errors import CheckpointRetainedError
+from agent.memory.changes import RetainedThread
 from agent.memory.entries import TimelineEntry
-from agent.store import audit, erasure, history, maintenance, ownership, sql, verification
+from agent.store import (
+    audit,
+    erasure,
+    history,
+    maintenance,
+    ownership,
+    retention,
+    sql,
+    verification,
+)
 from agent.store.leases import DEFAULT_LEASE_SECONDS, ThreadLeases
 from agent.store.messages import (
     MESSAGES_CHANNEL,
@@ -49,10 +61,12 @@ from agent.store.messages import (
     MessageCache,
     RangeList,
     SeqReservation,
+    blocks_needed,
     decode_ranges,
     detached,
     encode_ranges,
     storable_messages,
+    take_from_blocks,
 )
 from agent.store.metadata import memory_metadata
 from agent.store.serde import strict_serializer
@@ -61,8 +75,6 @@ from agent.validation import check_thread_id
 
 LOAD_OFF_LOOP_BYTES = 256 * 1024
 """Checkpoints whose blobs are larger than this are decoded in a worker thread."""
-SEQ_BLOCK = 64
-"""Message numbers reserved per round trip: one reservation serves about 30 turns."""
 MAX_RESERVATIONS = 10_000
 """Threads whose unused reservation is remembered; older ones are dropped (a gap)."""
 RANGES_BYTES = RANGES_TYPE.encode()
@@ -135,8 +147,26 @@ class MemagentSaver(AsyncPostgresSaver):
         owner by ``aput``; the server's factory sets it when auth is on."""
 
     async def aget_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
+        """The library's ``aget_tuple``; a checkpoint retention removed is an error.
+
+        Asked for by id, such a checkpoint would otherwise be ``None``: an empty state,
+        from which a run would start a new conversation (``agent.store.retention``).
+
+        Raises:
+            CheckpointRetainedError: Retention removed the root checkpoint asked for.
+        """
         check_config_thread(config)
-        return await super().aget_tuple(config)
+        found = await super().aget_tuple(config)
+        configurable = config["configurable"]
+        if (
+            found is None
+            and configurable.get("checkpoint_id")
+            and not configurable.get("checkpoint_ns")
+        ):
+            thread_id, checkpoint_id = str(configurable["thread_id"]), configurable["checkpoint_id"]
+            if (retained_at := await self.aretained_at(thread_id, checkpoint_id)) is not None:
+                raise CheckpointRetainedError(thread_id, checkpoint_id, retained_at)
+        return found
 
     async def alist(
         self,
@@ -283,14 +313,14 @@ class MemagentSaver(AsyncPostgresSaver):
         reservation = self._reserved.get(thread_id)
         taken = reservation.take(min(count, reservation.left)) if reservation else []
         if len(taken) < count:
-            block = max(count - len(taken), SEQ_BLOCK)
+            needed = count - len(taken)
+            blocks = blocks_needed(needed, sql.MESSAGE_BLOCK)
             async with self.conn.connection() as conn:
-                cur = await conn.execute(sql.RESERVE_MESSAGE_SEQS, (thread_id, block))
-                row = await cur.fetchone()
-            assert row is not None  # an upsert with RETURNING always returns its row
-            reservation = SeqReservation(row["last_seq"] - block + 1, row["last_seq"])
+                cur = await conn.execute(sql.RESERVE_MESSAGE_BLOCKS, (blocks,))
+                firsts = [row["first"] for row in await cur.fetchall()]
+            fresh, reservation = take_from_blocks(firsts, sql.MESSAGE_BLOCK, needed)
             self._reserved[thread_id] = reservation
-            taken += reservation.take(count - len(taken))
+            taken += fresh
         if reservation is not None:
             self._reserved.move_to_end(thread_id)
             while len(self._reserved) > MAX_RESERVATIONS:
@@ -581,6 +611,38 @@ class MemagentSaver(AsyncPostgresSaver):
         check_thread_id(thread_id)
         async with self.conn.connection() as conn:
             return await erasure.purge(conn, thread_id)
+
+    async def aretain(
+        self,
+        thread_id: str,
+        *,
+        keep_turns: int | None = None,
+        older_than: timedelta | None = None,
+        dry_run: bool = False,
+    ) -> RetainedThread:
+        """Keeps the thread from the rewind point the policy names on (``retention``).
+
+        The caller holds the thread's lease, so no turn moves the head meanwhile.
+        """
+        check_thread_id(thread_id)
+        async with self.conn.connection() as conn:
+            kept_from = await retention.choose_cut(
+                conn, thread_id, keep_turns=keep_turns, older_than=older_than, now=datetime.now(UTC)
+            )
+            if kept_from is None:
+                return RetainedThread(thread_id, None, dict(retention.NOTHING))
+            return await retention.cut(conn, thread_id, kept_from, dry_run=dry_run)
+
+    async def aretained_at(self, thread_id: str, checkpoint_id: str) -> datetime | None:
+        """When retention removed this root checkpoint; ``None`` if it never did."""
+        check_thread_id(thread_id)
+        async with self.conn.connection() as conn:
+            return await history.retained_at(conn, thread_id, checkpoint_id)
+
+    async def athread_ids(self) -> list[str]:
+        """Every thread with a saved checkpoint (``athreads`` lists only the newest)."""
+        async with self.conn.connection() as conn:
+            return await history.thread_ids(conn)
 
     async def aredact(self, thread_id: str, quotes: Sequence[str]) -> dict[str, int]:
         """Erases the quotes from every stored copy of a thread, at once (``erasure.redact``).

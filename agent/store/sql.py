@@ -28,6 +28,11 @@ server connection the pooler happened to use, and its unlock could go to another
 # COMMITTED), so it does not hold up the index build.
 TRY_SETUP_LOCK = "SELECT pg_try_advisory_xact_lock(%s) AS locked"
 
+MESSAGE_BLOCK = 64
+"""Message numbers per ``nextval`` of ``memagent_message_blocks``: one block serves about
+30 turns of a thread, so most writes need no round trip for numbers. It is the
+sequence's increment, fixed when the sequence is made: changing it needs a migration."""
+
 # memagent's own tables. Append-only: the position of a migration is its version.
 MIGRATIONS: tuple[str, ...] = (
     """CREATE TABLE IF NOT EXISTS memagent_migrations (v INTEGER PRIMARY KEY)""",
@@ -61,7 +66,7 @@ END
 $$""",
     # Each message once (agent/store/messages.py, docs/storage.md). ``seq`` numbers a
     # thread's message rows; a ``messages`` version in ``checkpoint_blobs`` lists ranges
-    # of them. The counter row outlives a delete so that a number is never reused.
+    # of them. (The per-thread counter below is replaced by a sequence further down.)
     """CREATE TABLE IF NOT EXISTS memagent_messages (
     thread_id TEXT NOT NULL,
     seq BIGINT NOT NULL,
@@ -87,6 +92,42 @@ $$""",
 )""",
     """CREATE INDEX IF NOT EXISTS memagent_thread_owner_owner_idx
     ON memagent_thread_owner (owner)""",
+    # Message numbers come from one sequence for every thread instead of a counter row
+    # per thread: a deleted thread then leaves no row naming it, and a number is still
+    # never handed out twice (for any thread, so also not to a thread deleted and made
+    # again under its id, nor to a copy, which keeps its source's numbers). The first
+    # number is above every number the old counters gave. Processes of an older
+    # release still running fail loudly on the dropped table rather than reuse numbers.
+    f"""CREATE SEQUENCE IF NOT EXISTS memagent_message_blocks
+    INCREMENT BY {MESSAGE_BLOCK} MINVALUE 1""",
+    """DO $$
+BEGIN
+    PERFORM setval(
+        'memagent_message_blocks',
+        GREATEST(
+            (SELECT max(last_seq) FROM memagent_message_seq),
+            (SELECT max(seq) FROM memagent_messages),
+            0
+        ) + 1,
+        false
+    );
+END
+$$""",
+    """DROP TABLE IF EXISTS memagent_message_seq""",
+    # What retention removed (agent/store/retention.py): one row per root checkpoint it
+    # cut, so that asking for one gets "removed by retention" rather than "unknown",
+    # and the timeline keeps a tombstone of each memory change it cut (``tombstone``:
+    # the change's kind and facts, counts only, never content). It names the thread,
+    # so a delete removes it too.
+    """CREATE TABLE IF NOT EXISTS memagent_retained (
+    thread_id TEXT NOT NULL,
+    checkpoint_id TEXT NOT NULL,
+    parent_checkpoint_id TEXT,
+    ts TEXT,
+    retained_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+    tombstone JSONB,
+    PRIMARY KEY (thread_id, checkpoint_id)
+)""",
 )
 SELECT_MIGRATION_VERSION = "SELECT max(v) AS v FROM memagent_migrations"
 INSERT_MIGRATION_VERSION = "INSERT INTO memagent_migrations (v) VALUES (%s)"
@@ -177,12 +218,13 @@ DELETE_THREAD: tuple[tuple[str, str], ...] = (
 # what a delete reports (``memagent delete --json``); ``erase-user`` counts it.
 DELETE_THREAD_OWNER = "DELETE FROM memagent_thread_owner WHERE thread_id = %s"
 DELETE_THREAD_OWNERS = "DELETE FROM memagent_thread_owner WHERE thread_id = ANY(%s)"
-# What else names a thread: erasing a user removes it too, in the same transaction
-# as the rows of ``DELETE_THREAD``. The thread's lease is held by the erase and goes
-# when it is released.
+DELETE_RETAINED_RECORDS = "DELETE FROM memagent_retained WHERE thread_id = %s"
+# What else names a thread: erasing a user removes it too, counted, in the same
+# transaction as the rows of ``DELETE_THREAD``. The thread's lease is held by the
+# erase and goes when it is released.
 ERASE_THREAD_BOOKKEEPING: tuple[tuple[str, str], ...] = (
-    ("memagent_message_seq", "DELETE FROM memagent_message_seq WHERE thread_id = %s"),
     ("memagent_thread_owner", DELETE_THREAD_OWNER),
+    ("memagent_retained", DELETE_RETAINED_RECORDS),
 )
 
 # The first authenticated use of a thread records its owner; later uses change
@@ -263,6 +305,15 @@ ORDER BY tablename
 SELECT_TABLE_BYTES = "SELECT pg_total_relation_size(%s::regclass) AS bytes"
 VACUUM_TABLE = "VACUUM {table}"
 VACUUM_FULL_TABLE = "VACUUM FULL {table}"
+# The same transaction removes memagent's other rows naming the thread, which hold no
+# conversation and so are not counted: what retention cut, and a lease left expired by
+# a crashed holder. A live lease is left to its holder, who releases it (a delete from
+# ``tools.admin`` holds the thread's lease itself), so no two operations ever run on
+# the thread at once.
+DELETE_THREAD_RECORDS: tuple[str, ...] = (
+    DELETE_RETAINED_RECORDS,
+    "DELETE FROM memagent_thread_leases WHERE thread_id = %s AND expires_at < now()",
+)
 
 # Purge keeps the thread from its newest forget on. ``aprune`` can only keep the
 # latest checkpoint or nothing, so the cut is made here, in one transaction.
@@ -320,12 +371,11 @@ WHERE m.thread_id = %(thread_id)s
   )
 """
 
-# Message numbers come from a per-thread counter row, reserved in blocks: the row lock
-# makes two processes writing one thread take different numbers.
-RESERVE_MESSAGE_SEQS = """
-INSERT INTO memagent_message_seq (thread_id, last_seq) VALUES (%s, %s)
-ON CONFLICT (thread_id) DO UPDATE SET last_seq = memagent_message_seq.last_seq + EXCLUDED.last_seq
-RETURNING last_seq
+# Message numbers come in blocks of ``MESSAGE_BLOCK`` from one sequence: each row is
+# the first number of a block no other caller (process, thread) ever gets. A sequence
+# takes no row lock, so threads never wait for each other's numbers.
+RESERVE_MESSAGE_BLOCKS = """
+SELECT nextval('memagent_message_blocks') AS first FROM generate_series(1, %s)
 """
 INSERT_MESSAGE = """
 INSERT INTO memagent_messages (thread_id, seq, message_id, type, blob)
@@ -460,20 +510,31 @@ LIMIT 1
 
 # The CLI's tree: every root checkpoint's links (to connect the timeline points across
 # all branches), with time and metadata only for the points themselves, then the user
-# messages of the turns shown. No message blob is read.
+# messages of the turns shown. No message blob is read. What retention cut comes as
+# links too, older than every kept checkpoint, its memory changes as points whose
+# metadata is only their tombstone (under ``%(tombstone_key)s``).
 SELECT_TREE_LINKS = (
     """
-SELECT checkpoint_id, parent_checkpoint_id,
-       CASE WHEN point THEN checkpoint ->> 'ts' END AS ts,
-       CASE WHEN point THEN metadata END AS metadata
-FROM (
-    SELECT checkpoint_id, parent_checkpoint_id, checkpoint, metadata,
-           """
+SELECT checkpoint_id, parent_checkpoint_id, ts, metadata FROM (
+    SELECT checkpoint_id, parent_checkpoint_id,
+           CASE WHEN point THEN checkpoint ->> 'ts' END AS ts,
+           CASE WHEN point THEN metadata END AS metadata
+    FROM (
+        SELECT checkpoint_id, parent_checkpoint_id, checkpoint, metadata,
+               """
     + TIMELINE_POINT
     + """ AS point
-    FROM checkpoints
-    WHERE thread_id = %(thread_id)s AND checkpoint_ns = ''
-) c
+        FROM checkpoints
+        WHERE thread_id = %(thread_id)s AND checkpoint_ns = ''
+    ) c
+    UNION ALL
+    SELECT checkpoint_id, parent_checkpoint_id,
+           CASE WHEN tombstone IS NOT NULL THEN ts END,
+           CASE WHEN tombstone IS NOT NULL
+                THEN jsonb_build_object(%(tombstone_key)s::text, tombstone) END
+    FROM memagent_retained
+    WHERE thread_id = %(thread_id)s
+) links
 ORDER BY checkpoint_id
 """
 )
@@ -535,12 +596,13 @@ ON CONFLICT DO NOTHING
 """,
     ),
     (
-        "memagent_message_seq",
+        "memagent_retained",
         """
-INSERT INTO memagent_message_seq (thread_id, last_seq)
-SELECT %(target)s, last_seq FROM memagent_message_seq WHERE thread_id = %(source)s
-ON CONFLICT (thread_id) DO UPDATE
-    SET last_seq = GREATEST(memagent_message_seq.last_seq, EXCLUDED.last_seq)
+INSERT INTO memagent_retained
+    (thread_id, checkpoint_id, parent_checkpoint_id, ts, retained_at, tombstone)
+SELECT %(target)s, checkpoint_id, parent_checkpoint_id, ts, retained_at, tombstone
+FROM memagent_retained WHERE thread_id = %(source)s
+ON CONFLICT DO NOTHING
 """,
     ),  # A copy belongs to whoever owns the original: only they can copy it.
     (
@@ -570,4 +632,114 @@ WITH doomed AS (
     RETURNING 1
 )
 SELECT DISTINCT thread_id FROM doomed
+"""
+
+# --- retention (agent/store/retention.py) -----------------------------------------------
+# Retention keeps a thread from one rewind point on and removes everything older.
+# langgraph cannot cut a prefix: ``aprune`` keeps the latest checkpoint or nothing (every
+# rewind point would go), ``adelete_thread`` removes the whole thread, and
+# ``aget_state_history``/``alist`` would load every checkpoint's whole state only to read
+# ids and times. So the cut is made here, in one transaction. Checkpoint ids are
+# time-ordered (uuid6), so "older than the cut" is ``checkpoint_id < cut``, on every
+# branch and namespace, as purge does; parent links are left as they are, so every kept
+# checkpoint loads exactly as before (its parent's id then answers "removed by
+# retention", from ``memagent_retained``).
+
+# The head and the turn points (rewind points) on its lineage, newest first, with their
+# times: where a cut may go. Ids, times and one metadata field only, as the timeline
+# walk reads them (``SELECT_TIMELINE``).
+SELECT_RETENTION_POINTS = """
+WITH RECURSIVE lineage AS (
+    (SELECT checkpoint_id, parent_checkpoint_id, checkpoint ->> 'ts' AS ts,
+            metadata ->> 'source' AS source, 0 AS depth
+     FROM checkpoints
+     WHERE thread_id = %(thread_id)s AND checkpoint_ns = ''
+     ORDER BY checkpoint_id DESC
+     LIMIT 1)
+    UNION ALL
+    SELECT c.checkpoint_id, c.parent_checkpoint_id, c.ts, c.source, l.depth + 1
+    FROM lineage l
+    CROSS JOIN LATERAL (
+        SELECT p.checkpoint_id, p.parent_checkpoint_id, p.checkpoint ->> 'ts' AS ts,
+               p.metadata ->> 'source' AS source
+        FROM checkpoints p
+        WHERE p.thread_id = %(thread_id)s
+          AND p.checkpoint_ns = ''
+          AND p.checkpoint_id = l.parent_checkpoint_id
+        LIMIT 1
+    ) c
+)
+SELECT checkpoint_id, ts, source = 'input' AS is_turn FROM lineage
+WHERE depth = 0 OR source = 'input'
+ORDER BY depth
+"""
+# The root checkpoints a cut removes: ids and links for all, metadata for the memory
+# changes among them (their tombstones), nothing else.
+SELECT_RETAINED_POINTS = """
+SELECT checkpoint_id, parent_checkpoint_id, checkpoint ->> 'ts' AS ts,
+       CASE WHEN metadata ?| %(memory_keys)s::text[] THEN metadata END AS metadata
+FROM checkpoints
+WHERE thread_id = %(thread_id)s AND checkpoint_ns = '' AND checkpoint_id < %(cut)s
+"""
+INSERT_RETAINED = """
+INSERT INTO memagent_retained (thread_id, checkpoint_id, parent_checkpoint_id, ts, tombstone)
+VALUES (%s, %s, %s, %s, %s)
+ON CONFLICT DO NOTHING
+"""
+RETAIN_DELETE_WRITES = """
+DELETE FROM checkpoint_writes WHERE thread_id = %(thread_id)s AND checkpoint_id < %(cut)s
+"""
+RETAIN_DELETE_CHECKPOINTS = """
+DELETE FROM checkpoints WHERE thread_id = %(thread_id)s AND checkpoint_id < %(cut)s
+"""
+# What a thread's conversation occupies, row by row as stored (after compression), so
+# that a retention can say how much it removed.
+THREAD_BYTES = """
+SELECT (SELECT coalesce(sum(pg_column_size(t.*)), 0) FROM checkpoints t
+        WHERE t.thread_id = %(thread_id)s)
+     + (SELECT coalesce(sum(pg_column_size(t.*)), 0) FROM checkpoint_blobs t
+        WHERE t.thread_id = %(thread_id)s)
+     + (SELECT coalesce(sum(pg_column_size(t.*)), 0) FROM checkpoint_writes t
+        WHERE t.thread_id = %(thread_id)s)
+     + (SELECT coalesce(sum(pg_column_size(t.*)), 0) FROM memagent_messages t
+        WHERE t.thread_id = %(thread_id)s) AS bytes
+"""
+# Whether (and when) retention removed a root checkpoint, for the clear error.
+SELECT_RETAINED_AT = """
+SELECT retained_at FROM memagent_retained WHERE thread_id = %s AND checkpoint_id = %s
+"""
+# The timeline past the cut: from the oldest point the timeline walk found, on down the
+# same lineage through the kept checkpoints left and then what retention recorded, the
+# tombstones met on the way. Each step is one index probe in either table.
+SELECT_TOMBSTONES_BELOW = """
+WITH RECURSIVE walk AS (
+    SELECT checkpoint_id, parent_checkpoint_id, NULL::text AS ts, NULL::jsonb AS tombstone,
+           0 AS depth
+    FROM checkpoints
+    WHERE thread_id = %(thread_id)s AND checkpoint_ns = '' AND checkpoint_id = %(start)s
+    UNION ALL
+    SELECT n.checkpoint_id, n.parent_checkpoint_id, n.ts, n.tombstone, w.depth + 1
+    FROM walk w
+    CROSS JOIN LATERAL (
+        (SELECT p.checkpoint_id, p.parent_checkpoint_id, NULL::text AS ts,
+                NULL::jsonb AS tombstone
+         FROM checkpoints p
+         WHERE p.thread_id = %(thread_id)s
+           AND p.checkpoint_ns = ''
+           AND p.checkpoint_id = w.parent_checkpoint_id)
+        UNION ALL
+        (SELECT r.checkpoint_id, r.parent_checkpoint_id, r.ts, r.tombstone
+         FROM memagent_retained r
+         WHERE r.thread_id = %(thread_id)s AND r.checkpoint_id = w.parent_checkpoint_id)
+        LIMIT 1
+    ) n
+)
+SELECT checkpoint_id, parent_checkpoint_id, ts, tombstone FROM (
+    SELECT * FROM walk WHERE tombstone IS NOT NULL LIMIT %(limit)s
+) t
+ORDER BY depth
+"""
+# Every thread, for a retention over all of them (``athreads`` lists the newest only).
+SELECT_THREAD_IDS = """
+SELECT DISTINCT thread_id FROM checkpoints WHERE checkpoint_ns = '' ORDER BY thread_id
 """

@@ -208,6 +208,16 @@ function pointRow(node, isCurrent, turns) {
   const target = el("button", "go", "");
   target.type = "button";
   target.append(el("span", "icon", node.symbol));
+  if (node.removed) {
+    // A tombstone: retention removed the change's checkpoint, so it only says it happened.
+    row.classList.add("removed");
+    target.disabled = true;
+    target.title = "Removed by retention: this point can no longer be returned to";
+    target.append(el("span", "label", node.label));
+    row.append(target);
+    row.append(el("time", "muted", node.at ? new Date(node.at).toLocaleTimeString() : ""));
+    return row;
+  }
   let label = node.label;
   if (node.kind === "turn") {
     label = `“${node.preview}”`;
