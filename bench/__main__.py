@@ -68,6 +68,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.no_compaction and args.compaction_only:
         parser.error("--no-compaction and --compaction-only exclude each other")
+    if args.context_tokens < 1:
+        parser.error("--context-tokens must be a positive whole number")
     quick = args.quick
     args.runs = args.runs or (1 if quick else 3)
     args.lengths = args.lengths or ([10, 100] if quick else [10, 100, 1000])
