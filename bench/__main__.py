@@ -2,9 +2,10 @@
 
 Each run gives every contender a fresh database, measures turn latency, memory
 operations and storage against thread length, where a long thread's turn spends its
-time, throughput with many threads and the chat's cold start, and drops the databases.
-Then it prints the tables (median over the runs and their range) and writes
-``bench/results/latest.json`` and ``latest.png``. See ``bench/README.md``.
+time, throughput with many threads, the chat's cold start and a long chat under a
+context budget (compaction), and drops the databases. Then it prints the tables
+(median over the runs and their range) and writes ``bench/results/latest.json`` and
+``latest.png`` (``--compaction-only``: ``compaction.json``). See ``bench/README.md``.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.coldstart import cold_start
+from bench.compaction import COMPACTION_BUDGET, compaction_sweep, open_chatters
 from bench.db import BenchServer, bench_server
 from bench.report import plot, render, write_json
 from bench.workloads import length_sweep, open_contenders, throughput, turn_phases, warm_up
@@ -51,9 +53,23 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="server to create the run's databases on (default: DATABASE_URL, else embedded)",
     )
     parser.add_argument("--no-cold-start", action="store_true", help="skip the cold start")
+    parser.add_argument("--no-compaction", action="store_true", help="skip the compaction chat")
+    parser.add_argument(
+        "--compaction-only", action="store_true", help="only the compaction chat (issue 18)"
+    )
+    parser.add_argument(
+        "--context-tokens",
+        type=int,
+        default=COMPACTION_BUDGET,
+        help=f"the compaction chat's context budget (default {COMPACTION_BUDGET})",
+    )
     parser.add_argument("--out", type=Path, default=RESULTS_DIR, help="results directory")
     parser.add_argument("--render", type=Path, help="only print the tables of a saved JSON")
     args = parser.parse_args(argv)
+    if args.no_compaction and args.compaction_only:
+        parser.error("--no-compaction and --compaction-only exclude each other")
+    if args.context_tokens < 1:
+        parser.error("--context-tokens must be a positive whole number")
     quick = args.quick
     args.runs = args.runs or (1 if quick else 3)
     args.lengths = args.lengths or ([10, 100] if quick else [10, 100, 1000])
@@ -82,6 +98,27 @@ async def measure_run(
         The contenders' labels by key, and the run's measurements.
     """
     run: dict[str, Any] = {}
+    labels: dict[str, str] = {}
+    if not args.compaction_only:
+        labels = await checkpointer_workloads(server, home, args, run)
+    if not args.no_compaction:
+        progress(f"compaction chat {args.lengths}, budget {args.context_tokens} tokens")
+        async with open_chatters(server, home / "compaction", args.context_tokens) as chatters:
+            compaction = await compaction_sweep(
+                chatters,
+                args.lengths,
+                samples=args.samples,
+                chars=args.message_chars,
+                progress=progress,
+            )
+        run["compaction"] = asdict(compaction)
+    return labels, run
+
+
+async def checkpointer_workloads(
+    server: BenchServer, home: Path, args: argparse.Namespace, run: dict[str, Any]
+) -> dict[str, str]:
+    """Every measurement of issue 11 and 13 into ``run``; the contenders' labels by key."""
     async with open_contenders(server, home) as contenders:
         labels = {c.key: c.label for c in contenders}
         progress(f"warming up {len(contenders)} contenders")
@@ -117,7 +154,7 @@ async def measure_run(
         progress("cold start")
         async with server.database("coldstart") as url:
             run["cold_start"] = await asyncio.to_thread(cold_start, url, args.cold_runs)
-    return labels, run
+    return labels
 
 
 def machine() -> str:
@@ -151,8 +188,17 @@ def run_meta(server: BenchServer, args: argparse.Namespace, seconds: float) -> d
         "redact_rounds": args.redact_rounds,
         "runs": args.runs,
         "quick": args.quick,
+        "compaction_only": args.compaction_only,
+        "context_tokens": None if args.no_compaction else args.context_tokens,
         "seconds": seconds,
     }
+
+
+def results_name(args: argparse.Namespace) -> str:
+    """The results' file name: a quick or partial run never overwrites the full one."""
+    if args.compaction_only:
+        return "compaction-quick" if args.quick else "compaction"
+    return "quick" if args.quick else "latest"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -178,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
             "runs": runs,
             "meta": run_meta(server, args, time.perf_counter() - started),
         }
-    name = "quick" if args.quick else "latest"
+    name = results_name(args)
     write_json(results, args.out / f"{name}.json")
     plotted = plot(results, args.out / f"{name}.png")
     print(render(results))

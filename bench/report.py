@@ -36,6 +36,15 @@ TARGET_THROUGHPUT_VS_STOCK = 1.5
 TARGET_REDACT_MS = 1000.0
 TARGET_REDACT_GROWTH = 2.0
 TARGET_COLD_START_S = 2.0
+TARGET_COMPACTION_LATENCY = 1.2
+TARGET_COMPACTION_STORAGE = 1.1
+
+COMPACTION_STOCK = "stock"
+"""The compaction chat's contenders (``bench.compaction``): stock, whole thread sent;"""
+COMPACTION_FULL = "memagent_full"
+"""memagent's saver without compaction (the storage ratio's baseline);"""
+COMPACTION_ON = "memagent_compact"
+"""memagent's saver with compaction at the run's budget."""
 
 OPS = (
     ("timeline", "timeline(20)"),
@@ -153,7 +162,7 @@ def lengths_of(results: dict[str, Any], section: str) -> list[int]:
         {
             int(n)
             for run in results["runs"]
-            for per_length in run["sweep"][section].values()
+            for per_length in (pick(run, "sweep", section) or {}).values()
             for n in per_length
         }
     )
@@ -164,7 +173,7 @@ def keys_of(results: dict[str, Any], section: str) -> list[str]:
     present = {
         key
         for run in results["runs"]
-        for key, per_length in run["sweep"][section].items()
+        for key, per_length in (pick(run, "sweep", section) or {}).items()
         if per_length
     }
     return [key for key in results["labels"] if key in present]
@@ -379,6 +388,194 @@ def _s(value: float) -> str:
     return f"{value:.2f}"
 
 
+def _tokens(value: float) -> str:
+    return f"{value:,.0f}"
+
+
+def compaction(*path: Any) -> Getter:
+    """The value at ``path`` in a run's compaction chat."""
+    return lambda run: pick(run, "compaction", *path)
+
+
+def compaction_meta(results: dict[str, Any]) -> dict[str, Any] | None:
+    """The first run's compaction chat (its labels and budget), ``None`` if not run."""
+    return next((run["compaction"] for run in results["runs"] if "compaction" in run), None)
+
+
+def compaction_lengths(results: dict[str, Any]) -> list[int]:
+    """Every thread length the compaction chat measured, over all runs."""
+    return sorted(
+        {
+            int(n)
+            for run in results["runs"]
+            for n in pick(run, "compaction", "tokens", COMPACTION_ON) or {}
+        }
+    )
+
+
+def compaction_rows(results: dict[str, Any]) -> list[str]:
+    """Tokens per call, turn latency and storage of the long chat under a budget."""
+    first = compaction_meta(results)
+    if first is None:
+        return ["compaction chat: not measured"]
+    labels, budget, lengths = first["labels"], first["budget"], compaction_lengths(results)
+    low, high = lengths[0], lengths[-1]
+    columns = [f"{n} turns" for n in lengths]
+    lines = [
+        f"compaction chat (issue 18): memagent's context budget {budget:,} tokens; user messages "
+        f"~{results['meta']['message_chars']} chars, replies 500-1500 chars; the offline "
+        "model's extractive summary",
+        "",
+    ]
+    rows = [
+        [
+            labels[k],
+            *(show(over_runs(results, compaction("tokens", k, n)), _tokens) for n in lengths),
+        ]
+        for k in labels
+    ]
+    rows.append(
+        [
+            f"{labels[COMPACTION_ON]} / stock",
+            *(
+                show(
+                    over_runs(
+                        results,
+                        ratio_getter(
+                            compaction("tokens", COMPACTION_ON, n),
+                            compaction("tokens", COMPACTION_STOCK, n),
+                        ),
+                    ),
+                    _x,
+                )
+                for n in lengths
+            ),
+        ]
+    )
+    lines += _table(["tokens the model received in turn N", *columns], rows)
+    rows = [
+        [
+            labels[k],
+            show(over_runs(results, compaction("calls", k, "calls")), _tokens),
+            show(over_runs(results, compaction("calls", k, "max_tokens")), _tokens),
+            show(over_runs(results, compaction("calls", k, "over_budget")), _tokens),
+            show(over_runs(results, compaction("calls", k, "compactions")), _tokens),
+        ]
+        for k in labels
+    ]
+    header = ["every model call of the run", "calls", "most tokens", "over budget", "compactions"]
+    lines += ["", *_table(header, rows)]
+    rows = [
+        [
+            labels[k],
+            *(show(over_runs(results, compaction("latency", k, n, "median_ms"))) for n in lengths),
+            show(
+                over_runs(
+                    results,
+                    ratio_getter(
+                        compaction("latency", k, high, "median_ms"),
+                        compaction("latency", k, low, "median_ms"),
+                    ),
+                ),
+                _x,
+            ),
+            show(over_runs(results, compaction("latency", k, high, "p95_ms"))),
+        ]
+        for k in labels
+    ]
+    header = [
+        "compaction chat: turn latency, ms (median)",
+        *columns,
+        f"{high}/{low}",
+        f"p95 at {high}",
+    ]
+    lines += ["", *_table(header, rows)]
+    rows = []
+    for k in labels:
+        cells = [labels[k]]
+        for n in lengths:
+            size = over_runs(results, compaction("storage", k, n, "stored"))
+            vs_full = over_runs(
+                results,
+                ratio_getter(
+                    compaction("storage", k, n, "stored"),
+                    compaction("storage", COMPACTION_FULL, n, "stored"),
+                ),
+            )
+            cells.append(f"{show(size, _bytes)}  {show(vs_full, _x)}")
+        rows.append(cells)
+    header = [f"compaction chat: stored bytes (x {labels[COMPACTION_FULL]})", *columns]
+    lines += ["", *_table(header, rows)]
+    per_table = []
+    for k in (COMPACTION_FULL, COMPACTION_ON):
+        tables = pick(first, "storage", k, high, "tables") or {}
+        for table, size in tables.items():
+            if size["rows"]:
+                per_table.append(
+                    [f"{labels[k]}: {table}", str(size["rows"]), _bytes(size["stored"])]
+                )
+    if per_table:
+        header = [f"compaction chat: per table at {high} turns (first run)", "rows", "stored"]
+        lines += ["", *_table(header, per_table)]
+    return lines
+
+
+def compaction_targets(results: dict[str, Any]) -> list[Target]:
+    """Issue 18's targets: within the budget, flat latency, storage as without compaction."""
+    first = compaction_meta(results)
+    lengths = compaction_lengths(results)
+    if first is None or not lengths:
+        return []
+    labels, budget = first["labels"], first["budget"]
+    low, high = lengths[0], lengths[-1]
+    targets = []
+    most = over_runs(results, compaction("calls", COMPACTION_ON, "max_tokens"))
+    at_high = over_runs(results, compaction("tokens", COMPACTION_ON, high))
+    vs_stock = over_runs(
+        results,
+        ratio_getter(
+            compaction("tokens", COMPACTION_ON, high), compaction("tokens", COMPACTION_STOCK, high)
+        ),
+    )
+    if most is not None and at_high is not None:
+        targets.append(
+            Target(
+                f"compaction: every call <= the budget ({budget:,} tokens)",
+                most.high <= budget,
+                f"most {show(most, _tokens)} in any call; {show(at_high, _tokens)} at {high} "
+                f"turns, {show(vs_stock, _x)} {labels[COMPACTION_STOCK]}'s",
+            )
+        )
+    for name, spread, limit in (
+        (
+            f"compaction: turn latency at {high} turns <= {TARGET_COMPACTION_LATENCY}x at {low}",
+            over_runs(
+                results,
+                ratio_getter(
+                    compaction("latency", COMPACTION_ON, high, "median_ms"),
+                    compaction("latency", COMPACTION_ON, low, "median_ms"),
+                ),
+            ),
+            TARGET_COMPACTION_LATENCY,
+        ),
+        (
+            f"compaction: stored bytes at {high} turns <= {TARGET_COMPACTION_STORAGE}x "
+            f"{labels[COMPACTION_FULL]}",
+            over_runs(
+                results,
+                ratio_getter(
+                    compaction("storage", COMPACTION_ON, high, "stored"),
+                    compaction("storage", COMPACTION_FULL, high, "stored"),
+                ),
+            ),
+            TARGET_COMPACTION_STORAGE,
+        ),
+    ):
+        if spread is not None:
+            targets.append(Target(name, spread.median <= limit, show(spread, _x)))
+    return targets
+
+
 def judge(results: dict[str, Any]) -> list[Target]:
     """The issues' targets, met or not, on the median over the runs."""
     targets: list[Target] = []
@@ -473,7 +670,7 @@ def judge(results: dict[str, Any]) -> list[Target]:
             _s,
             " s",
         )
-    return targets
+    return targets + compaction_targets(results)
 
 
 def render(results: dict[str, Any]) -> str:
@@ -489,20 +686,20 @@ def render(results: dict[str, Any]) -> str:
         f"{runs} run{'s' if runs > 1 else ''}: each number is the median over the runs "
         "[lowest..highest run] of that run's value (a latency: its median turn)",
         "",
-        *latency_rows(results),
-        "",
-        *phase_rows(results),
-        "",
-        *ops_rows(results),
-        "",
-        *storage_rows(results),
-        "",
-        *throughput_rows(results),
-        "",
-        *cold_start_rows(results),
-        "",
-        "targets:",
     ]
+    if any("sweep" in run for run in results["runs"]):
+        for section in (
+            latency_rows,
+            phase_rows,
+            ops_rows,
+            storage_rows,
+            throughput_rows,
+            cold_start_rows,
+        ):
+            lines += [*section(results), ""]
+    if compaction_meta(results) is not None:
+        lines += [*compaction_rows(results), ""]
+    lines.append("targets:")
     for target in judge(results):
         lines.append(f"  [{'met' if target.met else 'NOT MET'}] {target.name}: {target.detail}")
     return "\n".join(lines)
@@ -530,6 +727,8 @@ def plot(results: dict[str, Any], path: Path) -> bool:
         import matplotlib.pyplot as plt
     except ImportError:
         return False
+    if not any("sweep" in run for run in results["runs"]):
+        return False  # a compaction-only run: its tables say it all
     labels = results["labels"]
     color = {key: f"C{i}" for i, key in enumerate(labels)}  # one colour per contender
     fig, (ax1, ax2, ax3) = plt.subplots(1, 3, figsize=(17, 5.2))
