@@ -7,6 +7,7 @@ test that changes the environment with ``monkeypatch`` sees its change.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -82,6 +83,26 @@ def _type_names(env: Mapping[str, str], name: str) -> tuple[tuple[str, str], ...
     return tuple(names)
 
 
+_METADATA_KEY = re.compile(r"[A-Za-z0-9_.:-]+")
+
+
+def _metadata_keys(env: Mapping[str, str], name: str) -> tuple[str, ...]:
+    """Run-config keys to copy into checkpoint metadata, checked so a typo is loud.
+
+    A key with a space or a quote in it is far likelier a slip in the variable than a
+    key a deployment passes; a ``__`` key is langgraph's own (it holds objects, and
+    langgraph never copies it), so naming one would silently do nothing.
+    """
+    keys = _names(env, name, ())
+    for key in keys:
+        if not _METADATA_KEY.fullmatch(key) or key.startswith("__"):
+            raise SettingsError(
+                f"{name} lists run-config keys (letters, digits, _ . : -, not starting "
+                f"with __), comma-separated; got {key!r}"
+            )
+    return keys
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     """memagent's configuration.
@@ -118,6 +139,10 @@ class Settings:
         context_tokens: The most tokens one model call may receive
             (``MEMAGENT_CONTEXT_TOKENS``); ``None`` derives it from the model
             (``agent.memory.budget.resolve_context_tokens``).
+        metadata_keys: Run-config keys (a run's ``configurable`` or ``metadata``)
+            copied into checkpoint metadata besides memagent's own allow-list
+            (``MEMAGENT_METADATA_KEYS=user_id,...``), so ``alist(filter=...)`` finds
+            them as it does on the stock saver; none by default, for privacy.
     """
 
     database_url: str | None
@@ -138,6 +163,7 @@ class Settings:
     serde_allow: tuple[tuple[str, str], ...] = ()
     prepared_statements: bool = True
     context_tokens: int | None = None
+    metadata_keys: tuple[str, ...] = ()
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -167,6 +193,7 @@ class Settings:
             serde_allow=_type_names(env, "MEMAGENT_SERDE_ALLOW"),
             prepared_statements=_bool(env, "MEMAGENT_PREPARED_STATEMENTS", True),
             context_tokens=_optional_int(env, "MEMAGENT_CONTEXT_TOKENS"),
+            metadata_keys=_metadata_keys(env, "MEMAGENT_METADATA_KEYS"),
         )
 
     @property
