@@ -75,7 +75,7 @@ def skip_reason(item: pytest.Item) -> str | None:
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     here = Path(__file__).parent
     for item in items:
-        if here in item.path.parents and (reason := skip_reason(item)):
+        if item.path.parent == here and (reason := skip_reason(item)):
             item.add_marker(pytest.mark.skip(reason=reason))
 
 
