@@ -10,6 +10,8 @@ import asyncio
 import json
 import subprocess
 import sys
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 import psycopg
@@ -19,7 +21,7 @@ from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 from langchain_core.runnables import RunnableConfig
 from langchain_core.tools import tool
 
-from agent.checkpointer import MemagentSaver, open_saver
+from agent.checkpointer import MemagentSaver, open_saver, server_checkpointer
 from agent.cli import main
 from agent.errors import InvalidQuoteError, QuoteNotFoundError
 from agent.memory.timeline import read_timeline
@@ -251,15 +253,23 @@ async def test_a_canary_in_the_run_config_lands_in_no_checkpoint_metadata(
     assert all('"source"' in row[0] and '"step"' in row[0] for row in rows)
 
 
-@pytest.mark.parametrize("named", [True, False], ids=["named", "default"])
+@pytest.mark.parametrize(
+    ("named", "opener"),
+    [(True, open_saver), (True, server_checkpointer), (False, open_saver)],
+    ids=["named", "named-server", "default"],
+)
 async def test_memagent_metadata_keys_copies_only_the_keys_it_names(
-    named: bool, settings: Settings, monkeypatch: pytest.MonkeyPatch
+    named: bool,
+    opener: Callable[[], AbstractAsyncContextManager[MemagentSaver]],
+    settings: Settings,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """A deployment that filters checkpoints by a key of its own names it; nothing else
-    of the run config is copied, and by default not even that key."""
+    of the run config is copied, and by default not even that key. The server's saver
+    (``langgraph.json``'s checkpointer) reads the setting as the chat's and the CLI's do."""
     if named:
         monkeypatch.setenv("MEMAGENT_METADATA_KEYS", "user_id, tenant")
-    async with open_saver() as saver:
+    async with opener() as saver:
         for user in ("u-1", "u-2"):
             chat = Chat(saver, thread_id=f"thread-of-{user}")
             chat.model.script.append("ok")
