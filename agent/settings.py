@@ -7,6 +7,7 @@ test that changes the environment with ``monkeypatch`` sees its change.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -82,6 +83,26 @@ def _type_names(env: Mapping[str, str], name: str) -> tuple[tuple[str, str], ...
     return tuple(names)
 
 
+_METADATA_KEY = re.compile(r"[A-Za-z0-9_.:-]+")
+
+
+def _metadata_keys(env: Mapping[str, str], name: str) -> tuple[str, ...]:
+    """Run-config keys to copy into checkpoint metadata, checked so a typo is loud.
+
+    A key with a space or a quote in it is far likelier a slip in the variable than a
+    key a deployment passes; a ``__`` key is langgraph's own (it holds objects, and
+    langgraph never copies it), so naming one would silently do nothing.
+    """
+    keys = _names(env, name, ())
+    for key in keys:
+        if not _METADATA_KEY.fullmatch(key) or key.startswith("__"):
+            raise SettingsError(
+                f"{name} lists run-config keys (letters, digits, _ . : -, not starting "
+                f"with __), comma-separated; got {key!r}"
+            )
+    return keys
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     """memagent's configuration.
@@ -129,6 +150,10 @@ class Settings:
             read by ``tools.admin.retention_policy``); ``None``: none.
         retention_interval: Seconds between two such sweeps
             (``MEMAGENT_RETENTION_INTERVAL``).
+        metadata_keys: Run-config keys (a run's ``configurable`` or ``metadata``)
+            copied into checkpoint metadata besides memagent's own allow-list
+            (``MEMAGENT_METADATA_KEYS=user_id,...``), so ``alist(filter=...)`` finds
+            them as it does on the stock saver; none by default, for privacy.
     """
 
     database_url: str | None
@@ -153,6 +178,7 @@ class Settings:
     server_url: str | None = None
     retention: str | None = None
     retention_interval: float = 3600.0
+    metadata_keys: tuple[str, ...] = ()
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -186,6 +212,7 @@ class Settings:
             server_url=env.get("MEMAGENT_SERVER_URL", "").strip() or None,
             retention=env.get("MEMAGENT_RETENTION", "").strip() or None,
             retention_interval=_float(env, "MEMAGENT_RETENTION_INTERVAL", 3600.0),
+            metadata_keys=_metadata_keys(env, "MEMAGENT_METADATA_KEYS"),
         )
 
     @property

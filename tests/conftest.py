@@ -58,6 +58,9 @@ SLOW_MODULES = frozenset(
 )
 """Modules (and ``tests/upstream/``) that CI runs once, on one database, not on both."""
 
+UPSTREAM = Path(__file__).parent / "upstream"
+"""langgraph's own tests, subfolders included: slow as a whole (see ``SLOW_MODULES``)."""
+
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -71,7 +74,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if DATABASE_FIXTURE in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.db)
-        if item.path.parent.name == "upstream" or item.path.stem in SLOW_MODULES:
+        if UPSTREAM in item.path.parents or item.path.stem in SLOW_MODULES:
             item.add_marker(pytest.mark.slow)
 
 

@@ -23,6 +23,7 @@ UNREACHABLE = "postgresql://nobody@127.0.0.1:1/never_opened"
 
 BAD_SETTINGS = {
     "pool size": ({"MEMAGENT_POOL_MAX_SIZE": "lots"}, "MEMAGENT_POOL_MAX_SIZE"),
+    "metadata keys": ({"MEMAGENT_METADATA_KEYS": "user id"}, "MEMAGENT_METADATA_KEYS"),
     "unknown model": ({"MEMAGENT_MODEL": "nonsense"}, "MEMAGENT_MODEL"),
     "model without key": ({"MEMAGENT_MODEL": "openai:gpt-4o-mini"}, "MEMAGENT_MODEL"),
     "short auth secret": (
@@ -72,12 +73,14 @@ def test_help_works_whatever_the_settings(case: str, monkeypatch: pytest.MonkeyP
     assert done.stderr == ""
 
 
+@pytest.mark.parametrize("case", ["pool size", "metadata keys"])
 @pytest.mark.parametrize("command", [["threads"], ["chat"], ["web", "--port", "0"]])
 def test_a_bad_setting_is_one_error_line_naming_it(
-    command: list[str], monkeypatch: pytest.MonkeyPatch
+    command: list[str], case: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    set_env(monkeypatch, {"MEMAGENT_POOL_MAX_SIZE": "lots", "DATABASE_URL": UNREACHABLE})
-    assert "MEMAGENT_POOL_MAX_SIZE" in one_error_line(memagent(*command, input=""))
+    env, variable = BAD_SETTINGS[case]
+    set_env(monkeypatch, env | {"DATABASE_URL": UNREACHABLE})
+    assert variable in one_error_line(memagent(*command, input=""))
 
 
 @pytest.mark.parametrize("case", ["unknown model", "model without key", "short auth secret"])

@@ -10,6 +10,8 @@ import asyncio
 import json
 import subprocess
 import sys
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 import psycopg
@@ -19,7 +21,7 @@ from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 from langchain_core.runnables import RunnableConfig
 from langchain_core.tools import tool
 
-from agent.checkpointer import MemagentSaver
+from agent.checkpointer import MemagentSaver, open_saver, server_checkpointer
 from agent.cli import main
 from agent.errors import InvalidQuoteError, QuoteNotFoundError
 from agent.memory.timeline import read_timeline
@@ -249,6 +251,49 @@ async def test_a_canary_in_the_run_config_lands_in_no_checkpoint_metadata(
     assert rows
     assert not [row for row in rows if CANARY in row[0]]
     assert all('"source"' in row[0] and '"step"' in row[0] for row in rows)
+
+
+@pytest.mark.parametrize(
+    ("named", "opener"),
+    [(True, open_saver), (True, server_checkpointer), (False, open_saver)],
+    ids=["named", "named-server", "default"],
+)
+async def test_memagent_metadata_keys_copies_only_the_keys_it_names(
+    named: bool,
+    opener: Callable[[], AbstractAsyncContextManager[MemagentSaver]],
+    settings: Settings,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A deployment that filters checkpoints by a key of its own names it; nothing else
+    of the run config is copied, and by default not even that key. The server's saver
+    (``langgraph.json``'s checkpointer) reads the setting as the chat's and the CLI's do."""
+    if named:
+        monkeypatch.setenv("MEMAGENT_METADATA_KEYS", "user_id, tenant")
+    async with opener() as saver:
+        for user in ("u-1", "u-2"):
+            chat = Chat(saver, thread_id=f"thread-of-{user}")
+            chat.model.script.append("ok")
+            run: RunnableConfig = {
+                "configurable": {"thread_id": chat.thread_id, "user_id": user},
+                "metadata": {"tenant": "acme", "customer": CANARY},
+            }
+            await chat.graph.ainvoke({"messages": [HumanMessage("hello")]}, run)
+        head = await saver.aget_tuple({"configurable": {"thread_id": "thread-of-u-1"}})
+        found = [c async for c in saver.alist(None, filter={"user_id": "u-1"})]
+        by_tenant = [c async for c in saver.alist(None, filter={"tenant": "acme"})]
+    assert head is not None
+    metadata: dict[str, Any] = dict(head.metadata)
+    assert "customer" not in metadata
+    if named:
+        assert metadata["user_id"] == "u-1" and metadata["tenant"] == "acme"
+        assert found and {c.config["configurable"]["thread_id"] for c in found} == {"thread-of-u-1"}
+        assert {c.config["configurable"]["thread_id"] for c in by_tenant} == {
+            "thread-of-u-1",
+            "thread-of-u-2",
+        }
+    else:
+        assert "user_id" not in metadata and "tenant" not in metadata
+        assert found == [] and by_tenant == []
 
 
 def test_cli_redact_asks_first_and_erases_only_after_a_yes(

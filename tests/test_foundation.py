@@ -80,6 +80,18 @@ def test_bad_settings_are_reported_by_name() -> None:
         Settings.from_env({"MEMAGENT_POOL_MAX_SIZE": "lots"})
 
 
+def test_metadata_keys_are_a_comma_separated_list_of_run_config_keys() -> None:
+    assert Settings.from_env({}).metadata_keys == ()
+    keys = Settings.from_env({"MEMAGENT_METADATA_KEYS": " user_id, org.team ,,"}).metadata_keys
+    assert keys == ("user_id", "org.team")
+
+
+@pytest.mark.parametrize("bad", ["user id", "user_id;tenant", "__pregel_send", "'user_id'"])
+def test_a_metadata_key_that_cannot_be_meant_is_reported_by_name(bad: str) -> None:
+    with pytest.raises(SettingsError, match=f"MEMAGENT_METADATA_KEYS .*{bad!r}"):
+        Settings.from_env({"MEMAGENT_METADATA_KEYS": f"tenant,{bad}"})
+
+
 def test_memagent_home_moves_the_embedded_database(tmp_path: pytest.TempPathFactory) -> None:
     settings = Settings.from_env({"MEMAGENT_HOME": str(tmp_path)})
     assert settings.database_url is None

@@ -159,6 +159,7 @@ async def open_saver(
             busy_timeout=settings.thread_busy_timeout,
             lease_seconds=settings.lease_seconds,
             serde_allow=settings.serde_allow,
+            metadata_keys=settings.metadata_keys,
         )
         await saver.setup()
         yield saver

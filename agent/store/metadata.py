@@ -74,12 +74,15 @@ RUN_METADATA_KEYS = frozenset({"run_id", "thread_id", "assistant_id", "graph_id"
 langgraph itself puts ``source``, ``step`` and ``parents`` there, and memagent its
 memory markers; from the run, the server's history view and Studio show the run
 (``run_id``) and filter by assistant and graph, and ``DELETE_FOR_RUNS`` and
-``ChatSession``'s resume find a run's checkpoints by ``run_id``.
+``ChatSession``'s resume find a run's checkpoints by ``run_id``. A deployment adds keys
+of its own with ``MEMAGENT_METADATA_KEYS`` (``Settings.metadata_keys``).
 """
 
 
 def storable_metadata(
-    config: RunnableConfig, metadata: CheckpointMetadata
+    config: RunnableConfig,
+    metadata: CheckpointMetadata,
+    run_keys: frozenset[str] = RUN_METADATA_KEYS,
 ) -> tuple[RunnableConfig, CheckpointMetadata]:
     """The checkpoint's metadata, made storable, and a config that adds nothing to it.
 
@@ -90,15 +93,14 @@ def storable_metadata(
     fails. This does the library's merge here, cleans every key and string of it, and
     leaves out of the config what the merge already took (or could not store).
 
-    Only the run's keys in ``RUN_METADATA_KEYS`` are merged: anything else a caller
-    passes in a config (an e-mail address, a customer name) would otherwise be
-    copied, in plain text, into every checkpoint of the run.
+    Only the run's keys in ``run_keys`` (``RUN_METADATA_KEYS`` and those a deployment
+    named) are merged: anything else a caller passes in a config (an e-mail address, a
+    customer name) would otherwise be copied, in plain text, into every checkpoint of
+    the run.
     """
     kept: RunnableConfig = {
-        "metadata": {k: v for k, v in config.get("metadata", {}).items() if k in RUN_METADATA_KEYS},
-        "configurable": {
-            k: v for k, v in config.get("configurable", {}).items() if k in RUN_METADATA_KEYS
-        },
+        "metadata": {k: v for k, v in config.get("metadata", {}).items() if k in run_keys},
+        "configurable": {k: v for k, v in config.get("configurable", {}).items() if k in run_keys},
     }
     merged = _storable(get_checkpoint_metadata(kept, metadata))
     configurable = {
@@ -114,10 +116,11 @@ def memory_metadata(
     checkpoint: Checkpoint,
     metadata: CheckpointMetadata,
     new_versions: ChannelVersions,
+    run_keys: frozenset[str] = RUN_METADATA_KEYS,
 ) -> tuple[RunnableConfig, CheckpointMetadata]:
-    """What a checkpoint is stored with: memory markers on, run data kept to what is needed."""
+    """What a checkpoint is stored with: memory markers on, of the run's data ``run_keys``."""
     config, metadata = stamp_memory_event(config, checkpoint, metadata, new_versions)
-    return storable_metadata(config, metadata)
+    return storable_metadata(config, metadata, run_keys)
 
 
 class MemoryMetadataMixin:

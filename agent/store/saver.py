@@ -68,7 +68,7 @@ from agent.store.messages import (
     storable_messages,
     take_from_blocks,
 )
-from agent.store.metadata import memory_metadata
+from agent.store.metadata import RUN_METADATA_KEYS, memory_metadata
 from agent.store.serde import strict_serializer
 from agent.store.verification import Scan
 from agent.validation import check_thread_id
@@ -131,9 +131,12 @@ class MemagentSaver(AsyncPostgresSaver):
         busy_timeout: float = 30.0,
         lease_seconds: float = DEFAULT_LEASE_SECONDS,
         serde_allow: Iterable[tuple[str, str]] = (),
+        metadata_keys: Iterable[str] = (),
     ) -> None:
         super().__init__(pool, serde=strict_serializer(serde_allow))
         self.conninfo = conninfo
+        self.metadata_keys = RUN_METADATA_KEYS | frozenset(metadata_keys)
+        """The run-config keys copied into checkpoint metadata (``MEMAGENT_METADATA_KEYS``)."""
         self.leases = ThreadLeases(pool, busy_timeout=busy_timeout, lease_seconds=lease_seconds)
         self._messages = MessageCache()
         self._open_cursors: set[object] = set()
@@ -196,7 +199,9 @@ class MemagentSaver(AsyncPostgresSaver):
         rows nothing refers to, never a checkpoint that refers to a missing row.
         """
         check_config_thread(config)
-        config, metadata = memory_metadata(config, checkpoint, metadata, new_versions)
+        config, metadata = memory_metadata(
+            config, checkpoint, metadata, new_versions, self.metadata_keys
+        )
         configurable = config["configurable"]
         thread_id = str(configurable["thread_id"])
         checkpoint_ns = configurable["checkpoint_ns"]
