@@ -27,7 +27,14 @@ from typing import Any
 from bench.coldstart import cold_start
 from bench.db import BenchServer, bench_server
 from bench.report import plot, render, write_json
-from bench.workloads import length_sweep, open_contenders, throughput, turn_phases, warm_up
+from bench.workloads import (
+    length_sweep,
+    open_contenders,
+    round_trips,
+    throughput,
+    turn_phases,
+    warm_up,
+)
 
 RESULTS_DIR = Path(__file__).parent / "results"
 
@@ -103,6 +110,10 @@ async def measure_run(
         memagent = next(c for c in contenders if c.saver is not None)
         run["phases"] = await turn_phases(
             memagent, threads[memagent.key], sweep.turns_done, args.samples, args.message_chars
+        )
+        progress("round trips per operation")
+        run["round_trips"] = await round_trips(
+            contenders, home, grow=10, turns=args.samples, chars=args.message_chars
         )
         run["throughput"] = {}
         for contender in contenders:
