@@ -31,6 +31,7 @@ from langgraph.checkpoint.base import (
     CheckpointMetadata,
     CheckpointTuple,
     DeltaChannelHistory,
+    get_checkpoint_id,
     get_serializable_checkpoint_metadata,
 )
 from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
@@ -56,6 +57,7 @@ from agent.store.messages import (
 )
 from agent.store.metadata import memory_metadata
 from agent.store.serde import strict_serializer
+from agent.store.writebehind import Statement, WriteBehind
 from agent.validation import check_thread_id
 
 LOAD_OFF_LOOP_BYTES = 256 * 1024
@@ -121,7 +123,10 @@ class MemagentSaver(AsyncPostgresSaver):
     ) -> None:
         super().__init__(pool, serde=strict_serializer(serde_allow))
         self.conninfo = conninfo
-        self.leases = ThreadLeases(pool, busy_timeout=busy_timeout, lease_seconds=lease_seconds)
+        self._writes = WriteBehind(pool)
+        self.leases = ThreadLeases(
+            pool, self._writes, busy_timeout=busy_timeout, lease_seconds=lease_seconds
+        )
         self._messages = MessageCache()
         self._open_cursors: set[object] = set()
         """Marks of the library cursors open now (see ``_CURRENT_CONNECTION``)."""
@@ -131,8 +136,35 @@ class MemagentSaver(AsyncPostgresSaver):
         directly (``adelete_thread``); the server's factory sets it."""
 
     async def aget_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
+        """The library's read; a run's first read also takes the run's thread lease.
+
+        ``ChatGraph`` leaves its run's lease to this read (``ThreadLeases.hold(...,
+        with_first_read=True)``): the lease's insert and the library's query go in
+        one pipeline, so holding the thread costs no round trip of its own.
+        """
         check_config_thread(config)
-        return await super().aget_tuple(config)
+        thread_id = str(config["configurable"]["thread_id"])
+        if not self.leases.waiting_for_first_read(thread_id):
+            await self._settle(thread_id)
+            return await super().aget_tuple(config)
+        checkpoint_id = get_checkpoint_id(config)
+        checkpoint_ns = config["configurable"].get("checkpoint_ns", "")
+        if checkpoint_id:  # the library's two queries, word for word
+            args: tuple[Any, ...] = (thread_id, checkpoint_ns, checkpoint_id)
+            where = "WHERE thread_id = %s AND checkpoint_ns = %s AND checkpoint_id = %s"
+        else:
+            args = (thread_id, checkpoint_ns)
+            where = (
+                "WHERE thread_id = %s AND checkpoint_ns = %s ORDER BY checkpoint_id DESC LIMIT 1"
+            )
+        value = await self.leases.take_reading(thread_id, self.SELECT_SQL + where, args)
+        if value is None:
+            return None
+        if value["checkpoint"]["v"] < 4 and value["parent_checkpoint_id"]:
+            # Written by a langgraph before checkpoint v4: the library migrates its
+            # pending sends with a second query; the lease is held now, so read again.
+            return await super().aget_tuple(config)
+        return await self._load_checkpoint_tuple(value)
 
     async def alist(
         self,
@@ -143,6 +175,8 @@ class MemagentSaver(AsyncPostgresSaver):
         limit: int | None = None,
     ) -> AsyncIterator[CheckpointTuple]:
         check_config_thread(config)
+        thread_id = (config or {}).get("configurable", {}).get("thread_id")
+        await self._settle(None if thread_id is None else str(thread_id))
         async for found in super().alist(config, filter=filter, before=before, limit=limit):
             yield found
 
@@ -194,22 +228,22 @@ class MemagentSaver(AsyncPostgresSaver):
             )
         if blob_versions:  # small once messages are rows: encoded here, not in a thread
             blob_rows.extend(self._dump_blobs(thread_id, checkpoint_ns, blob_values, blob_versions))
-        async with self._cursor(pipeline=True) as cur:
-            if message_rows:
-                await cur.executemany(sql.INSERT_MESSAGE, message_rows)
-            if blob_rows:
-                await cur.executemany(self.UPSERT_CHECKPOINT_BLOBS_SQL, blob_rows)
-            await cur.execute(
-                self.UPSERT_CHECKPOINTS_SQL,
-                (
-                    thread_id,
-                    checkpoint_ns,
-                    checkpoint["id"],
-                    configurable.get("checkpoint_id"),
-                    Jsonb(stored),
-                    Jsonb(get_serializable_checkpoint_metadata(config, metadata)),
-                ),
-            )
+        checkpoint_row = (
+            thread_id,
+            checkpoint_ns,
+            checkpoint["id"],
+            configurable.get("checkpoint_id"),
+            Jsonb(stored),
+            Jsonb(get_serializable_checkpoint_metadata(config, metadata)),
+        )
+        await self._write(
+            thread_id,
+            [
+                (sql.INSERT_MESSAGE, message_rows),
+                (self.UPSERT_CHECKPOINT_BLOBS_SQL, blob_rows),
+                (self.UPSERT_CHECKPOINTS_SQL, [checkpoint_row]),
+            ],
+        )
         return {
             "configurable": {
                 "thread_id": thread_id,
@@ -225,7 +259,7 @@ class MemagentSaver(AsyncPostgresSaver):
         task_id: str,
         task_path: str = "",
     ) -> None:
-        """The library's ``aput_writes``, encoding on the event loop.
+        """The library's ``aput_writes``, encoding on the event loop, written like ``aput``.
 
         The library encodes every set of writes in a worker thread. A step's writes are
         its new messages (a few kB), which encode in microseconds, while the hop to a
@@ -246,8 +280,39 @@ class MemagentSaver(AsyncPostgresSaver):
             task_path,
             writes,
         )
+        await self._write(str(configurable["thread_id"]), [(query, params)])
+
+    async def _write(self, thread_id: str, statements: list[Statement]) -> None:
+        """Writes in one pipeline now, or, inside the thread's lease, queued behind the turn.
+
+        Inside the lease no one else writes the thread, and every read of it through
+        this saver sends the queue first, so queuing changes only how many writes share
+        a round trip (``agent.store.writebehind``). Outside a lease the writes go now,
+        behind anything still queued for the thread.
+        """
+        await self.leases.take_before_write(thread_id)
+        if self.leases.holds(thread_id):
+            self._writes.queue(thread_id, statements)
+            return
+        await self._settle(thread_id)
         async with self._cursor(pipeline=True) as cur:
-            await cur.executemany(query, params)
+            for query, params in statements:
+                if params:
+                    await cur.executemany(query, params)
+
+    async def _settle(self, thread_id: str | None) -> None:
+        """Gets the thread ready for a database call: its lease taken, its writes sent.
+
+        A lease left to the first read (``ThreadLeases.hold``) is taken now if this
+        call is not that read; the writes queued for the thread (``None``: for every
+        thread) are sent, so the call sees them.
+        """
+        if thread_id is None:
+            await self._writes.drain_all()
+            return
+        await self.leases.take_before_write(thread_id)
+        if self._writes.pending(thread_id):
+            await self._writes.drain(thread_id)
 
     async def _message_rows(
         self, thread_id: str, messages: list[BaseMessage]
@@ -370,6 +435,7 @@ class MemagentSaver(AsyncPostgresSaver):
         langgraph takes this path when a checkpoint lists a channel version it has no
         value for (a crafted or damaged row); its seed may then be a range list.
         """
+        await self._settle(str(config["configurable"]["thread_id"]))
         histories = await super().aget_delta_channel_history(config=config, channels=channels)
         for entry in histories.values():
             seed = entry.get("seed")
@@ -435,7 +501,7 @@ class MemagentSaver(AsyncPostgresSaver):
     async def aprune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
         """The library's prune, which also drops the message rows nothing refers to any more."""
         for thread_id in thread_ids:
-            check_thread_id(str(thread_id))
+            await self._settle(check_thread_id(str(thread_id)))
         await super().aprune(thread_ids, strategy=strategy)
         async with self.conn.connection() as conn:
             for thread_id in thread_ids:
@@ -481,6 +547,7 @@ class MemagentSaver(AsyncPostgresSaver):
     async def atimeline(self, thread_id: str, limit: int) -> list[TimelineEntry]:
         """The head's lineage as timeline entries, newest first, without message blobs."""
         check_thread_id(thread_id)
+        await self._settle(thread_id)
         async with self.conn.connection() as conn:
             return await history.timeline(conn, self.serde, thread_id, limit)
 
@@ -496,6 +563,7 @@ class MemagentSaver(AsyncPostgresSaver):
         check_thread_id(thread_id)
         if not message_ids:
             return []
+        await self._settle(thread_id)
         async with self._connection() as conn:
             cur = await conn.execute(sql.SELECT_MESSAGES_BY_ID, (thread_id, list(message_ids)))
             rows = await cur.fetchall()
@@ -503,8 +571,15 @@ class MemagentSaver(AsyncPostgresSaver):
         return [decoded[row["seq"]] for row in rows]
 
     async def ahead_id(self, thread_id: str) -> str | None:
-        """The id of the thread's head (newest root checkpoint); one index entry, no state."""
+        """The id of the thread's head (newest root checkpoint); one index entry, no state.
+
+        May be the first read of a lease (``tools.admin``), which it then takes.
+        """
         check_thread_id(thread_id)
+        if self.leases.waiting_for_first_read(thread_id):
+            row = await self.leases.take_reading(thread_id, sql.SELECT_HEAD_ID, (thread_id,))
+            return None if row is None else str(row["checkpoint_id"])
+        await self._settle(thread_id)
         async with self.conn.connection() as conn:
             return await history.head_id(conn, thread_id)
 
@@ -515,23 +590,27 @@ class MemagentSaver(AsyncPostgresSaver):
         only connect them. No message blob is read.
         """
         check_thread_id(thread_id)
+        await self._settle(thread_id)
         async with self.conn.connection() as conn:
             return await history.tree_links(conn, thread_id)
 
     async def aturn_inputs(self, thread_id: str, checkpoint_ids: list[str]) -> dict[str, Any]:
         """The user-message write of each given turn point, decoded, by checkpoint id."""
         check_thread_id(thread_id)
+        await self._settle(thread_id)
         async with self.conn.connection() as conn:
             return await history.turn_inputs(conn, self.serde, thread_id, checkpoint_ids)
 
     async def athreads(self, limit: int = 100) -> list[dict[str, Any]]:
         """Threads with their checkpoint count and last activity, most recent first."""
+        await self._settle(None)
         async with self.conn.connection() as conn:
             return await history.threads(conn, limit)
 
     async def adelete_thread_counted(self, thread_id: str) -> dict[str, int]:
         """Deletes every row of a thread in one transaction; rows removed per table."""
         check_thread_id(thread_id)
+        await self._settle(thread_id)
         async with self.conn.connection() as conn:
             return await erasure.delete_thread(conn, thread_id)
 
@@ -552,6 +631,8 @@ class MemagentSaver(AsyncPostgresSaver):
             "source": check_thread_id(str(source_thread_id)),
             "target": check_thread_id(str(target_thread_id)),
         }
+        await self._settle(params["source"])
+        await self._settle(params["target"])
         async with self.conn.connection() as conn, conn.transaction():
             for _table, statement in sql.COPY_THREAD:
                 await conn.execute(statement, params)
@@ -564,12 +645,14 @@ class MemagentSaver(AsyncPostgresSaver):
         """
         ids = [str(run_id) for run_id in run_ids]
         if ids:
+            await self._settle(None)
             async with self.conn.connection() as conn:
                 await erasure.delete_for_runs(conn, ids)
 
     async def apurge(self, thread_id: str) -> tuple[str | None, dict[str, int]]:
         """Erases everything older than the thread's newest forget (``erasure.purge``)."""
         check_thread_id(thread_id)
+        await self._settle(thread_id)
         async with self.conn.connection() as conn:
             return await erasure.purge(conn, thread_id)
 
@@ -580,6 +663,7 @@ class MemagentSaver(AsyncPostgresSaver):
             Rows changed per table (``memagent_messages``: rows replaced).
         """
         check_thread_id(thread_id)
+        await self._settle(thread_id)
         async with self.conn.connection() as conn:
             done = await erasure.redact(conn, thread_id, quotes, serde=self.serde)
         # A running turn may still hold a message as it was; matched against a replaced
@@ -596,12 +680,14 @@ class MemagentSaver(AsyncPostgresSaver):
         actor: str | None = None,
         detail: dict[str, Any] | None = None,
     ) -> None:
-        """Appends one content-free line to the audit log."""
+        """Appends one content-free line to the audit log; inside the lease, with its release."""
         check_thread_id(thread_id)
-        async with self.conn.connection() as conn:
-            await audit.record(
-                conn, operation, thread_id, surface=surface, actor=actor, detail=detail
-            )
+        line = audit.statement(operation, thread_id, surface=surface, actor=actor, detail=detail)
+        if self.leases.holds(thread_id):
+            self._writes.queue(thread_id, [line])
+            return
+        async with self.conn.connection() as conn, conn.cursor() as cur:
+            await cur.executemany(*line)
 
     async def aaudit(self, thread_id: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
         """The newest audit lines, for one thread or all."""
@@ -613,9 +699,10 @@ class MemagentSaver(AsyncPostgresSaver):
         thread_id: str,
         *,
         timeout: float | None = None,
+        with_first_read: bool = False,
     ) -> AbstractAsyncContextManager[None]:
         """Holds a thread for one turn or memory operation (``ThreadLeases.hold``)."""
-        return self.leases.hold(thread_id, timeout=timeout)
+        return self.leases.hold(thread_id, timeout=timeout, with_first_read=with_first_read)
 
     def blocking_thread_lease(self, thread_id: str) -> AbstractContextManager[None]:
         """``thread_lease`` for synchronous callers on another thread than the saver's loop.
