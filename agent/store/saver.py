@@ -20,7 +20,7 @@ from contextlib import (
     contextmanager,
 )
 from contextvars import ContextVar
-from typing import Any
+from typing import Any, cast
 
 from langchain_core.messages import BaseMessage
 from langchain_core.runnables import RunnableConfig
@@ -402,12 +402,14 @@ class MemagentSaver(AsyncPostgresSaver):
         return await asyncio.to_thread(decode)
 
     async def _load_checkpoint_tuple(self, value: DictRow) -> CheckpointTuple:
-        """The library's row decoding, plus range lists and large blobs off the loop.
+        """The library's row decoding, plus range lists, and large values off the loop.
 
         A ``messages`` range list becomes the list of its messages. The library
         decodes blobs on the event loop; for a long thread stored by an older release
         (one blob of thousands of messages) that would stall every other task on the
         loop for tens of milliseconds, so large blobs are decoded in a worker thread.
+        The library decodes pending writes in a worker thread, always: a hop there and
+        back on every read, for writes that are a few kB; only large ones go there.
         """
         rows = value["channel_values"] or []
         ranged = [(bytes(c).decode(), bytes(b)) for c, t, b in rows if bytes(t) == RANGES_BYTES]
@@ -420,12 +422,23 @@ class MemagentSaver(AsyncPostgresSaver):
             loaded[channel] = await self._messages_at(value["thread_id"], decode_ranges(blob))
         checkpoint = value["checkpoint"]
         inline = checkpoint.get("channel_values") or {}
-        row = {
-            **value,
-            "checkpoint": {**checkpoint, "channel_values": {**inline, **loaded}},
-            "channel_values": blobs,
-        }
-        return await super()._load_checkpoint_tuple(row)
+        writes = value["pending_writes"] or []
+        if sum(len(write[3] or b"") for write in writes) >= LOAD_OFF_LOOP_BYTES:
+            pending_writes = await asyncio.to_thread(self._load_writes, writes)
+        else:
+            pending_writes = self._load_writes(writes)
+        configurable = {"thread_id": value["thread_id"], "checkpoint_ns": value["checkpoint_ns"]}
+        parent = value["parent_checkpoint_id"]
+        return CheckpointTuple(  # the library's tuple, field for field
+            {"configurable": {**configurable, "checkpoint_id": value["checkpoint_id"]}},
+            cast(
+                Checkpoint,
+                {**checkpoint, "channel_values": {**inline, **self._load_blobs(blobs), **loaded}},
+            ),
+            value["metadata"],
+            {"configurable": {**configurable, "checkpoint_id": parent}} if parent else None,
+            pending_writes,
+        )
 
     async def aget_delta_channel_history(
         self, *, config: RunnableConfig, channels: Sequence[str]
