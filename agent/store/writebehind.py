@@ -5,9 +5,9 @@ langgraph writes a plain turn as three checkpoints and two sets of writes, each
 (its ``async`` durability runs each put after the previous one finished). Inside a
 thread lease nothing else writes the thread, so the saver may queue a turn's writes
 and send them in order, several per pipeline (one transaction each): the queue is
-sent as soon as the event loop has nothing else to run for a few iterations (while
-the model thinks, the input is sent as it is today), and whatever is still queued
-when the lease ends goes in the same pipeline as the lease's release.
+sent a few milliseconds after its first write (``SEND_DELAY``; while the model thinks, the
+input is stored as it is today), and whatever is still queued when the lease ends
+goes in the same pipeline as the lease's release.
 
 Every read of the thread through the saver first sends what is queued for it, so a
 turn, a tool or a memory operation always reads its own writes. A failed send is
@@ -31,11 +31,14 @@ from psycopg_pool import AsyncConnectionPool
 Statement = tuple[str, Sequence[Any]]
 """A query and the parameter sets to run it with (``executemany``)."""
 
-IDLE_ITERATIONS = 32
-"""Event-loop iterations the sender waits before taking the queue.
+SEND_DELAY = 0.005
+"""Seconds the sender waits, after a thread's first queued write, before taking the queue.
 
 A turn queues its input checkpoint, the first step's writes and the next checkpoint
-within a few iterations; waiting for them costs microseconds and saves round trips.
+within a fraction of a millisecond, and a short turn ends within a few; waiting that
+long (a timer, not a busy loop: spinning the loop cost a millisecond of CPU per turn)
+lets them share a round trip, most often the lease's release, while a turn that waits
+for its model has its input stored a few milliseconds in.
 """
 
 
@@ -110,8 +113,7 @@ class WriteBehind:
             await self.drain(thread_id)
 
     async def _send_behind(self, thread_id: str, queue: _Queue) -> None:
-        for _ in range(IDLE_ITERATIONS):
-            await asyncio.sleep(0)
+        await asyncio.sleep(SEND_DELAY)
         try:
             while queue.statements:
                 async with queue.lock:
