@@ -116,8 +116,11 @@ class ChatGraph(CompiledStateGraph[Any, Any, Any, Any]):
         return merge_configs(self.config, ensure_config(config))
 
     def _lease(self, config: RunnableConfig | None) -> AbstractAsyncContextManager[None]:
+        """The run's lease, taken by its first read (of its thread) in that read's round trip."""
         found = self._lease_saver(self._run_config(config))
-        return nullcontext() if found is None else found[0].thread_lease(found[1])
+        if found is None:
+            return nullcontext()
+        return found[0].thread_lease(found[1], with_first_read=True)
 
     async def astream(
         self, input: Any, config: RunnableConfig | None = None, **kwargs: Any

@@ -137,7 +137,8 @@ class ChatSession:
         config: RunnableConfig = {"configurable": {"thread_id": thread_id}}
         run_config = config
         try:
-            async with self.saver.thread_lease(thread_id):
+            # Taken by the turn's first read, in its round trip (``ThreadLeases.hold``).
+            async with self.saver.thread_lease(thread_id, with_first_read=True):
                 turn_input, run_config = await self._turn_input(config, text)
                 replied = False
                 async for text_part in _reply_parts(
@@ -210,7 +211,7 @@ class ChatSession:
         """Answers a paused turn's question and finishes the turn; returns the reply."""
         check_thread_id(thread_id)
         config = _with_run_id({"configurable": {"thread_id": thread_id}}, str(uuid.uuid4()))
-        async with self.saver.thread_lease(thread_id):
+        async with self.saver.thread_lease(thread_id, with_first_read=True):
             events = self.graph.astream(Command(resume=answer), config, stream_mode="messages")
             return "".join([part async for part in _reply_parts(events)])
 

@@ -29,7 +29,14 @@ from bench.coldstart import cold_start
 from bench.compaction import COMPACTION_BUDGET, compaction_sweep, open_chatters
 from bench.db import BenchServer, bench_server
 from bench.report import plot, render, write_json
-from bench.workloads import length_sweep, open_contenders, throughput, turn_phases, warm_up
+from bench.workloads import (
+    length_sweep,
+    open_contenders,
+    round_trips,
+    throughput,
+    turn_phases,
+    warm_up,
+)
 
 RESULTS_DIR = Path(__file__).parent / "results"
 
@@ -140,6 +147,10 @@ async def checkpointer_workloads(
         memagent = next(c for c in contenders if c.saver is not None)
         run["phases"] = await turn_phases(
             memagent, threads[memagent.key], sweep.turns_done, args.samples, args.message_chars
+        )
+        progress("round trips per operation")
+        run["round_trips"] = await round_trips(
+            contenders, home, grow=10, turns=args.samples, chars=args.message_chars
         )
         run["throughput"] = {}
         for contender in contenders:

@@ -46,6 +46,11 @@ COMPACTION_FULL = "memagent_full"
 COMPACTION_ON = "memagent_compact"
 """memagent's saver with compaction at the run's budget."""
 
+TARGET_SHORT_VS_STOCK = 0.6
+TARGET_SHORT_VS_INMEMORY = 2.0
+TARGET_ROUND_TRIPS = 4.0
+TARGET_THROUGHPUT_SECONDS_VS_STOCK = 0.6
+
 OPS = (
     ("timeline", "timeline(20)"),
     ("forget", "forget"),
@@ -362,6 +367,28 @@ def throughput_rows(results: dict[str, Any]) -> list[str]:
     return _table(header, rows)
 
 
+def round_trip_rows(results: dict[str, Any]) -> list[str]:
+    """SQL round trips per operation, counted on the wire (``bench.roundtrips``)."""
+    labels = results["labels"]
+    first = pick(results["runs"][0], "round_trips") or {}
+    if not first:
+        return ["round trips: not measured"]
+    operations = list(dict.fromkeys(op for counts in first.values() for op in counts))
+    rows = [
+        [f"{labels[key]}: {op}", show(over_runs(results, at("round_trips", key, op)), _plain)]
+        for key in labels
+        if key in first
+        for op in operations
+        if op in first[key]
+    ]
+    return _table(["SQL round trips (on the wire)", "per operation"], rows)
+
+
+def throughput_seconds(key: str) -> Getter:
+    """The wall time of the throughput run (issue 22 compares it with stock's)."""
+    return at("throughput", key, "seconds")
+
+
 def cold_start_rows(results: dict[str, Any]) -> list[str]:
     """Time from launching the chat to its prompt."""
     command = next(
@@ -616,6 +643,26 @@ def judge(results: dict[str, Any]) -> list[Target]:
                 limit,
                 _x,
             )
+    if lengths:
+        short = lengths[0]
+        add(
+            f"turn latency at {short} turns <= {TARGET_SHORT_VS_INMEMORY}x {labels[BASELINE]}",
+            over_runs(results, ratio_getter(latency(MEMAGENT, short), latency(BASELINE, short))),
+            TARGET_SHORT_VS_INMEMORY,
+            _x,
+        )
+        add(
+            f"turn latency at {short} turns <= {TARGET_SHORT_VS_STOCK}x {labels[STOCK]}",
+            over_runs(results, ratio_getter(latency(MEMAGENT, short), latency(STOCK, short))),
+            TARGET_SHORT_VS_STOCK,
+            _x,
+        )
+    add(
+        f"SQL round trips per plain turn <= {TARGET_ROUND_TRIPS:.0f}",
+        over_runs(results, at("round_trips", MEMAGENT, "plain turn")),
+        TARGET_ROUND_TRIPS,
+        _plain,
+    )
     lengths = lengths_of(results, "ops")
     if len(lengths) > 1:
         first, last, prev = lengths[0], lengths[-1], lengths[-2]
@@ -662,6 +709,15 @@ def judge(results: dict[str, Any]) -> list[Target]:
                     show(spread, _x),
                 )
             )
+        add(
+            f"throughput run's wall time <= {TARGET_THROUGHPUT_SECONDS_VS_STOCK}x "
+            f"{labels[STOCK]}'s",
+            over_runs(
+                results, ratio_getter(throughput_seconds(MEMAGENT), throughput_seconds(STOCK))
+            ),
+            TARGET_THROUGHPUT_SECONDS_VS_STOCK,
+            _x,
+        )
     for key in ("server_running", "embedded_stopped"):
         add(
             f"cold start <= {TARGET_COLD_START_S:.0f} s ({key.replace('_', ' ')})",
@@ -694,6 +750,7 @@ def render(results: dict[str, Any]) -> str:
             ops_rows,
             storage_rows,
             throughput_rows,
+            round_trip_rows,
             cold_start_rows,
         ):
             lines += [*section(results), ""]

@@ -44,6 +44,7 @@ from agent.session import ChatSession
 from agent.settings import Settings
 from bench.db import BenchServer, thread_storage
 from bench.phases import PHASES, instrumented
+from bench.roundtrips import RoundTripRelay
 from tools import admin
 
 Graph = CompiledStateGraph[Any, Any, Any, Any]
@@ -494,3 +495,73 @@ async def throughput(
     seconds = time.perf_counter() - started
     turns = threads * turns_each
     return {"threads": threads, "turns": turns, "seconds": seconds, "turns_per_s": turns / seconds}
+
+
+IN_RUN_FORGET = "please forget everything we said"
+"""A user message on which the offline model calls ``forget_conversation``."""
+
+
+async def round_trips(
+    contenders: Sequence[Contender], home: Path, *, grow: int, turns: int, chars: int
+) -> dict[str, dict[str, float]]:
+    """SQL round trips per operation, counted by a relay (``bench.roundtrips``).
+
+    For stock on a pool and memagent (``ainvoke`` and ``ChatSession``), a saver of the
+    same kind is opened on the contender's database through the relay; a fresh
+    thread grows to ``grow`` turns uncounted, then ``turns`` plain turns are counted
+    (the mean per turn: a message-number reservation every ~30 turns makes it
+    fractional). On memagent's saver also a turn that forgets in the run, and
+    ``tools.admin``'s forget and rewind (5 turns back) from the full head.
+    """
+    result: dict[str, dict[str, float]] = {}
+    model = OfflineChatModel()
+    for contender in contenders:
+        if contender.storage_url is None or contender.key == "stock_conn":
+            continue
+        relay = RoundTripRelay(contender.storage_url)
+        async with relay.running() as url, AsyncExitStack() as stack:
+            saver: Any
+            settings = bench_settings(url, home / f"trips-{contender.key}")
+            if contender.key == "stock_pool":
+                saver = await stock_pool_saver(stack, url, settings.pool_max_size)
+            else:
+                saver = await stack.enter_async_context(open_saver(settings, database_url=url))
+            graph = make_graph(model, checkpointer=saver)
+            turn = graph_turn(graph)
+            if contender.key == "memagent_chat":
+                turn = session_turn(ChatSession(graph=graph, saver=saver, model=model))
+            thread_id = f"{contender.key}-trips-{uuid.uuid4()}"
+            for index in range(grow):
+                await turn(thread_id, user_text(index, chars))
+            counts: dict[str, float] = {}
+            total = 0
+            for index in range(grow, grow + turns):
+                total += await relay.count(turn(thread_id, user_text(index, chars)))
+            counts["plain turn"] = total / turns
+            if contender.key == "memagent":
+                counts.update(await memory_op_trips(relay, saver, turn, thread_id))
+            result[contender.key] = counts
+    return result
+
+
+async def memory_op_trips(
+    relay: RoundTripRelay,
+    saver: MemagentSaver,
+    turn: Callable[[str, str], Awaitable[None]],
+    thread_id: str,
+) -> dict[str, float]:
+    """Round trips of memagent's memory operations from the thread's full head."""
+    head = await saver.aget_tuple({"configurable": {"thread_id": thread_id}})
+    assert head is not None
+    head_id = str(head.config["configurable"]["checkpoint_id"])
+    entries = await admin.atimeline(saver, thread_id, limit=4 * REWIND_TURNS_BACK)
+    target = [e for e in entries if e.kind == "turn"][REWIND_TURNS_BACK - 1].checkpoint_id
+    counts: dict[str, float] = {
+        "tools.admin forget": await relay.count(admin.aforget(saver, thread_id)),
+    }
+    await admin.arewind(saver, thread_id, head_id)
+    rewind = admin.arewind(saver, thread_id, target)
+    counts["tools.admin rewind, 5 back"] = await relay.count(rewind)
+    await admin.arewind(saver, thread_id, head_id)
+    counts["in-run forget turn"] = await relay.count(turn(thread_id, IN_RUN_FORGET))
+    return counts

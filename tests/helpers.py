@@ -406,8 +406,16 @@ SELECT holder, clock_timestamp() AS seen FROM memagent_thread_leases WHERE threa
 """
 _LATEST_LEASE_TRY = """
 SELECT max(query_start) FROM pg_stat_activity
-WHERE datname = current_database() AND pid <> pg_backend_pid()
-  AND query ILIKE '%%INSERT INTO memagent_thread_leases%%' AND query_start > %s
+WHERE datname = current_database() AND pid <> pg_backend_pid() AND query_start > %s
+  AND (query ILIKE '%%INSERT INTO memagent_thread_leases%%'
+       OR query ~* '^\\s*select\\s+thread_id,\\s+checkpoint,\\s+checkpoint_ns,'
+       OR query ILIKE '%%SELECT checkpoint_id FROM checkpoints%%')
+"""
+"""A try's latest statement: the lease insert, or the read of the same pipeline.
+
+A run's (or ``tools.admin``'s) first read takes the lease in its round trip: the insert,
+then the read of the head (``ThreadLeases.take_reading``), so the backend's latest
+statement is that read. While the holder waits at a gate it reads nothing.
 """
 
 
@@ -440,10 +448,11 @@ def wait_for_lease(database_url: str, thread_id: str) -> HeldLease:
 def wait_until_waiting_for(lease: HeldLease) -> None:
     """Returns once another caller is waiting for ``lease``: it tried twice, and failed.
 
-    A try is an insert into the lease table (taking a lease writes its row) that
-    started after the lease was seen held (``pg_stat_activity`` shows each backend's
-    latest statement, running or done; the holder's heartbeat is an update, not a
-    try); a second, later try means the first one failed and the caller is polling.
+    A try is an insert into the lease table (taking a lease writes its row), or the
+    read sent in the same pipeline (``_LATEST_LEASE_TRY``), that started after the
+    lease was seen held (``pg_stat_activity`` shows each backend's latest statement,
+    running or done; the holder's heartbeat is an update, not a try); a second, later
+    try means the first one failed and the caller is polling.
     The row keeps its holder throughout, so no try took the lease over. This is what
     a ``sleep`` cannot show: under load a caller that slept through the check may not
     have reached the lease at all, and a lease that did nothing would pass.

@@ -71,6 +71,7 @@ TABLE_HEADINGS = (
     "stored bytes per thread",
     "per table at 100 turns",
     "throughput: 50 threads x 5 turns",
+    "SQL round trips (on the wire)",
     "cold start: ",
     *COMPACTION_HEADINGS,
     "targets:",
@@ -109,6 +110,10 @@ def test_quick_bench_reports_every_table_and_drops_its_databases(
     assert {"timeline", "forget", "rewind", "redact"} <= set(run["sweep"]["ops"]["memagent"]["100"])
     assert run["sweep"]["ops"]["memagent"]["100"]["redact"]["n"] == 2  # --quick: 2 per length
     assert run["phases"]["read"]["n"] > 0 and run["phases"]["calls"]["write"] > 0
+    assert run["round_trips"]["stock_pool"]["plain turn"] > 0
+    assert {"plain turn", "tools.admin forget", "in-run forget turn"} <= set(
+        run["round_trips"]["memagent"]
+    )
     assert run["cold_start"]["server_running"]["runs"] == 1
     check_compaction_run(run, {"10", "100"})
     assert results["targets"]

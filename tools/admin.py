@@ -181,7 +181,7 @@ async def aforget(
         ThreadBusyError: A turn kept the thread busy longer than the busy timeout.
     """
     check_thread_id(thread_id)
-    async with saver.thread_lease(thread_id):
+    async with saver.thread_lease(thread_id, with_first_read=True):
         await _require_thread(saver, thread_id)
         graph = await _state_graph(saver)
         with saver.sharing_cached_messages():
@@ -213,7 +213,7 @@ async def aforget_details(
     """
     check_thread_id(thread_id)
     checked = check_quotes(quotes)
-    async with saver.thread_lease(thread_id):
+    async with saver.thread_lease(thread_id, with_first_read=True):
         await _require_thread(saver, thread_id)
         graph = await _state_graph(saver)
         state = await graph.aget_state(root_config(thread_id))
@@ -252,7 +252,7 @@ async def aredact(
     """
     check_thread_id(thread_id)
     checked = check_quotes(quotes)
-    async with saver.thread_lease(thread_id):
+    async with saver.thread_lease(thread_id, with_first_read=True):
         rows = await saver.aredact(thread_id, checked)
         await saver.arecord_audit(
             ERASE_OPERATION, thread_id, surface=surface, actor=actor, detail=rows
@@ -276,7 +276,7 @@ async def arewind(
         ThreadBusyError: A turn kept the thread busy longer than the busy timeout.
     """
     check_thread_id(thread_id)
-    async with saver.thread_lease(thread_id):
+    async with saver.thread_lease(thread_id, with_first_read=True):
         graph = await _state_graph(saver)
         with saver.sharing_cached_messages():
             target, messages = await load_rewind_target(saver, thread_id, checkpoint_id)
@@ -308,7 +308,7 @@ async def aundo(
         ThreadBusyError: A turn kept the thread busy longer than the busy timeout.
     """
     check_thread_id(thread_id)
-    async with saver.thread_lease(thread_id):
+    async with saver.thread_lease(thread_id, with_first_read=True):
         target = undo_target(await read_timeline(saver, thread_id, UNDO_LOOKBACK))
         if target is None:
             raise NothingToUndoError()
@@ -352,7 +352,7 @@ async def acompact(
         tools=memory_tools(),
         summary_model=summariser,
     )
-    async with saver.thread_lease(thread_id):
+    async with saver.thread_lease(thread_id, with_first_read=True):
         await _require_thread(saver, thread_id)
         graph = await _state_graph(saver)
         state = await graph.aget_state(root_config(thread_id))
@@ -386,7 +386,7 @@ async def adelete(
     Waits for a running turn, so that turn cannot write the thread back afterwards.
     """
     check_thread_id(thread_id)
-    async with saver.thread_lease(thread_id):
+    async with saver.thread_lease(thread_id, with_first_read=True):
         rows = await saver.adelete_thread_counted(thread_id)
         await saver.arecord_audit("delete", thread_id, surface=surface, actor=actor, detail=rows)
     return Erasure(thread_id, rows)
@@ -406,7 +406,7 @@ async def apurge(
             may erase (nothing is changed).
     """
     check_thread_id(thread_id)
-    async with saver.thread_lease(thread_id):
+    async with saver.thread_lease(thread_id, with_first_read=True):
         kept_from, rows = await saver.apurge(thread_id)
     if kept_from is None:
         raise PurgeRefusedError(

@@ -70,8 +70,10 @@ class ThreadStore(Protocol):
         thread_id: str,
         *,
         timeout: float | None = None,
+        with_first_read: bool = False,
     ) -> AbstractAsyncContextManager[None]:
-        """Holds the thread for one turn or memory operation (re-entrant)."""
+        """Holds the thread for one turn or memory operation (re-entrant); with
+        ``with_first_read``, taken by the holder's first read of the thread."""
         ...
 
     def blocking_thread_lease(self, thread_id: str) -> AbstractContextManager[None]:

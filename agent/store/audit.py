@@ -15,19 +15,20 @@ from psycopg.types.json import Jsonb
 from agent.store import sql
 
 
-async def record(
-    conn: AsyncConnection[DictRow],
+def statement(
     operation: str,
     thread_id: str,
     *,
     surface: str,
     actor: str | None,
     detail: dict[str, Any] | None,
-) -> None:
-    """Appends one line."""
-    await conn.execute(
-        sql.INSERT_AUDIT, (operation, thread_id, surface, actor, Jsonb(detail or {}))
-    )
+) -> tuple[str, list[tuple[Any, ...]]]:
+    """The insert of one line, as a query and its parameter sets (``executemany``).
+
+    A statement, not a call: inside a thread lease the saver sends it with the
+    lease's release (``agent.store.writebehind``).
+    """
+    return sql.INSERT_AUDIT, [(operation, thread_id, surface, actor, Jsonb(detail or {}))]
 
 
 async def newest(

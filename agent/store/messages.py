@@ -158,6 +158,8 @@ class MessageCache:
         """The row holding exactly ``message`` (same id, equal content), if cached."""
         for seq in self._by_id.get((thread_id, str(message.id)), ()):
             cached = self._rows[(thread_id, seq)]
+            if cached is message:  # handed out as itself (``sharing_cached_messages``)
+                return seq
             # The fields alone: pydantic's ``==`` compares the same plus bookkeeping,
             # at five times the cost, for every message of the thread at every write.
             if type(cached) is type(message) and cached.__dict__ == message.__dict__:

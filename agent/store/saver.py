@@ -21,7 +21,7 @@ from contextlib import (
 )
 from contextvars import ContextVar
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 from langchain_core.messages import BaseMessage
 from langchain_core.runnables import RunnableConfig
@@ -32,6 +32,7 @@ from langgraph.checkpoint.base import (
     CheckpointMetadata,
     CheckpointTuple,
     DeltaChannelHistory,
+    get_checkpoint_id,
     get_serializable_checkpoint_metadata,
 )
 from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
@@ -71,6 +72,7 @@ from agent.store.messages import (
 from agent.store.metadata import RUN_METADATA_KEYS, memory_metadata
 from agent.store.serde import strict_serializer
 from agent.store.verification import Scan
+from agent.store.writebehind import Statement, WriteBehind
 from agent.validation import check_thread_id
 
 LOAD_OFF_LOOP_BYTES = 256 * 1024
@@ -137,7 +139,10 @@ class MemagentSaver(AsyncPostgresSaver):
         self.conninfo = conninfo
         self.metadata_keys = RUN_METADATA_KEYS | frozenset(metadata_keys)
         """The run-config keys copied into checkpoint metadata (``MEMAGENT_METADATA_KEYS``)."""
-        self.leases = ThreadLeases(pool, busy_timeout=busy_timeout, lease_seconds=lease_seconds)
+        self._writes = WriteBehind(pool)
+        self.leases = ThreadLeases(
+            pool, self._writes, busy_timeout=busy_timeout, lease_seconds=lease_seconds
+        )
         self._messages = MessageCache()
         self._open_cursors: set[object] = set()
         """Marks of the library cursors open now (see ``_CURRENT_CONNECTION``)."""
@@ -150,16 +155,20 @@ class MemagentSaver(AsyncPostgresSaver):
         owner by ``aput``; the server's factory sets it when auth is on."""
 
     async def aget_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
-        """The library's ``aget_tuple``; a checkpoint retention removed is an error.
+        """The library's read; a run's first read also takes the run's thread lease.
 
-        Asked for by id, such a checkpoint would otherwise be ``None``: an empty state,
-        from which a run would start a new conversation (``agent.store.retention``).
+        ``ChatGraph`` leaves its run's lease to this read (``ThreadLeases.hold(...,
+        with_first_read=True)``): the lease's insert and the library's query go in
+        one pipeline, so holding the thread costs no round trip of its own. A
+        checkpoint retention removed is an error: asked for by id, it would otherwise
+        be ``None``, an empty state from which a run would start a new conversation
+        (``agent.store.retention``).
 
         Raises:
             CheckpointRetainedError: Retention removed the root checkpoint asked for.
         """
         check_config_thread(config)
-        found = await super().aget_tuple(config)
+        found = await self._read_tuple(config)
         configurable = config["configurable"]
         if (
             found is None
@@ -171,6 +180,30 @@ class MemagentSaver(AsyncPostgresSaver):
                 raise CheckpointRetainedError(thread_id, checkpoint_id, retained_at)
         return found
 
+    async def _read_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
+        thread_id = str(config["configurable"]["thread_id"])
+        if not self.leases.waiting_for_first_read(thread_id):
+            await self._settle(thread_id)
+            return await super().aget_tuple(config)
+        checkpoint_id = get_checkpoint_id(config)
+        checkpoint_ns = config["configurable"].get("checkpoint_ns", "")
+        if checkpoint_id:  # the library's two queries, word for word
+            args: tuple[Any, ...] = (thread_id, checkpoint_ns, checkpoint_id)
+            where = "WHERE thread_id = %s AND checkpoint_ns = %s AND checkpoint_id = %s"
+        else:
+            args = (thread_id, checkpoint_ns)
+            where = (
+                "WHERE thread_id = %s AND checkpoint_ns = %s ORDER BY checkpoint_id DESC LIMIT 1"
+            )
+        value = await self.leases.take_reading(thread_id, self.SELECT_SQL + where, args)
+        if value is None:
+            return None
+        if value["checkpoint"]["v"] < 4 and value["parent_checkpoint_id"]:
+            # Written by a langgraph before checkpoint v4: the library migrates its
+            # pending sends with a second query; the lease is held now, so read again.
+            return await super().aget_tuple(config)
+        return await self._load_checkpoint_tuple(value)
+
     async def alist(
         self,
         config: RunnableConfig | None,
@@ -180,6 +213,8 @@ class MemagentSaver(AsyncPostgresSaver):
         limit: int | None = None,
     ) -> AsyncIterator[CheckpointTuple]:
         check_config_thread(config)
+        thread_id = (config or {}).get("configurable", {}).get("thread_id")
+        await self._settle(None if thread_id is None else str(thread_id))
         async for found in super().alist(config, filter=filter, before=before, limit=limit):
             yield found
 
@@ -234,24 +269,23 @@ class MemagentSaver(AsyncPostgresSaver):
         if blob_versions:  # small once messages are rows: encoded here, not in a thread
             blob_rows.extend(self._dump_blobs(thread_id, checkpoint_ns, blob_values, blob_versions))
         owner = self.thread_owner(config) if not checkpoint_ns else None
-        async with self._cursor(pipeline=True) as cur:
-            if owner is not None:  # in the same round trip: no extra wait per checkpoint
-                await cur.execute(sql.RECORD_THREAD_OWNER, (thread_id, owner))
-            if message_rows:
-                await cur.executemany(sql.INSERT_MESSAGE, message_rows)
-            if blob_rows:
-                await cur.executemany(self.UPSERT_CHECKPOINT_BLOBS_SQL, blob_rows)
-            await cur.execute(
-                self.UPSERT_CHECKPOINTS_SQL,
-                (
-                    thread_id,
-                    checkpoint_ns,
-                    checkpoint["id"],
-                    configurable.get("checkpoint_id"),
-                    Jsonb(stored),
-                    Jsonb(get_serializable_checkpoint_metadata(config, metadata)),
-                ),
-            )
+        checkpoint_row = (
+            thread_id,
+            checkpoint_ns,
+            checkpoint["id"],
+            configurable.get("checkpoint_id"),
+            Jsonb(stored),
+            Jsonb(get_serializable_checkpoint_metadata(config, metadata)),
+        )
+        await self._write(
+            thread_id,
+            [  # the owner in the same round trip: no extra wait per checkpoint
+                (sql.RECORD_THREAD_OWNER, [(thread_id, owner)] if owner is not None else []),
+                (sql.INSERT_MESSAGE, message_rows),
+                (self.UPSERT_CHECKPOINT_BLOBS_SQL, blob_rows),
+                (self.UPSERT_CHECKPOINTS_SQL, [checkpoint_row]),
+            ],
+        )
         return {
             "configurable": {
                 "thread_id": thread_id,
@@ -267,7 +301,7 @@ class MemagentSaver(AsyncPostgresSaver):
         task_id: str,
         task_path: str = "",
     ) -> None:
-        """The library's ``aput_writes``, encoding on the event loop.
+        """The library's ``aput_writes``, encoding on the event loop, written like ``aput``.
 
         The library encodes every set of writes in a worker thread. A step's writes are
         its new messages (a few kB), which encode in microseconds, while the hop to a
@@ -288,8 +322,39 @@ class MemagentSaver(AsyncPostgresSaver):
             task_path,
             writes,
         )
+        await self._write(str(configurable["thread_id"]), [(query, params)])
+
+    async def _write(self, thread_id: str, statements: list[Statement]) -> None:
+        """Writes in one pipeline now, or, inside the thread's lease, queued behind the turn.
+
+        Inside the lease no one else writes the thread, and every read of it through
+        this saver sends the queue first, so queuing changes only how many writes share
+        a round trip (``agent.store.writebehind``). Outside a lease the writes go now,
+        behind anything still queued for the thread.
+        """
+        await self.leases.take_before_write(thread_id)
+        if self.leases.holds(thread_id):
+            self._writes.queue(thread_id, statements)
+            return
+        await self._settle(thread_id)
         async with self._cursor(pipeline=True) as cur:
-            await cur.executemany(query, params)
+            for query, params in statements:
+                if params:
+                    await cur.executemany(query, params)
+
+    async def _settle(self, thread_id: str | None) -> None:
+        """Gets the thread ready for a database call: its lease taken, its writes sent.
+
+        A lease left to the first read (``ThreadLeases.hold``) is taken now if this
+        call is not that read; the writes queued for the thread (``None``: for every
+        thread) are sent, so the call sees them.
+        """
+        if thread_id is None:
+            await self._writes.drain_all()
+            return
+        await self.leases.take_before_write(thread_id)
+        if self._writes.pending(thread_id):
+            await self._writes.drain(thread_id)
 
     async def _message_rows(
         self, thread_id: str, messages: list[BaseMessage]
@@ -379,12 +444,14 @@ class MemagentSaver(AsyncPostgresSaver):
         return await asyncio.to_thread(decode)
 
     async def _load_checkpoint_tuple(self, value: DictRow) -> CheckpointTuple:
-        """The library's row decoding, plus range lists and large blobs off the loop.
+        """The library's row decoding, plus range lists, and large values off the loop.
 
         A ``messages`` range list becomes the list of its messages. The library
         decodes blobs on the event loop; for a long thread stored by an older release
         (one blob of thousands of messages) that would stall every other task on the
         loop for tens of milliseconds, so large blobs are decoded in a worker thread.
+        The library decodes pending writes in a worker thread, always: a hop there and
+        back on every read, for writes that are a few kB; only large ones go there.
         """
         rows = value["channel_values"] or []
         ranged = [(bytes(c).decode(), bytes(b)) for c, t, b in rows if bytes(t) == RANGES_BYTES]
@@ -397,12 +464,23 @@ class MemagentSaver(AsyncPostgresSaver):
             loaded[channel] = await self._messages_at(value["thread_id"], decode_ranges(blob))
         checkpoint = value["checkpoint"]
         inline = checkpoint.get("channel_values") or {}
-        row = {
-            **value,
-            "checkpoint": {**checkpoint, "channel_values": {**inline, **loaded}},
-            "channel_values": blobs,
-        }
-        return await super()._load_checkpoint_tuple(row)
+        writes = value["pending_writes"] or []
+        if sum(len(write[3] or b"") for write in writes) >= LOAD_OFF_LOOP_BYTES:
+            pending_writes = await asyncio.to_thread(self._load_writes, writes)
+        else:
+            pending_writes = self._load_writes(writes)
+        configurable = {"thread_id": value["thread_id"], "checkpoint_ns": value["checkpoint_ns"]}
+        parent = value["parent_checkpoint_id"]
+        return CheckpointTuple(  # the library's tuple, field for field
+            {"configurable": {**configurable, "checkpoint_id": value["checkpoint_id"]}},
+            cast(
+                Checkpoint,
+                {**checkpoint, "channel_values": {**inline, **self._load_blobs(blobs), **loaded}},
+            ),
+            value["metadata"],
+            {"configurable": {**configurable, "checkpoint_id": parent}} if parent else None,
+            pending_writes,
+        )
 
     async def aget_delta_channel_history(
         self, *, config: RunnableConfig, channels: Sequence[str]
@@ -412,6 +490,7 @@ class MemagentSaver(AsyncPostgresSaver):
         langgraph takes this path when a checkpoint lists a channel version it has no
         value for (a crafted or damaged row); its seed may then be a range list.
         """
+        await self._settle(str(config["configurable"]["thread_id"]))
         histories = await super().aget_delta_channel_history(config=config, channels=channels)
         for entry in histories.values():
             seed = entry.get("seed")
@@ -477,7 +556,7 @@ class MemagentSaver(AsyncPostgresSaver):
     async def aprune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
         """The library's prune, which also drops the message rows nothing refers to any more."""
         for thread_id in thread_ids:
-            check_thread_id(str(thread_id))
+            await self._settle(check_thread_id(str(thread_id)))
         await super().aprune(thread_ids, strategy=strategy)
         async with self.conn.connection() as conn:
             for thread_id in thread_ids:
@@ -525,6 +604,7 @@ class MemagentSaver(AsyncPostgresSaver):
     async def atimeline(self, thread_id: str, limit: int) -> list[TimelineEntry]:
         """The head's lineage as timeline entries, newest first, without message blobs."""
         check_thread_id(thread_id)
+        await self._settle(thread_id)
         async with self.conn.connection() as conn:
             return await history.timeline(conn, self.serde, thread_id, limit)
 
@@ -540,6 +620,7 @@ class MemagentSaver(AsyncPostgresSaver):
         check_thread_id(thread_id)
         if not message_ids:
             return []
+        await self._settle(thread_id)
         async with self._connection() as conn:
             cur = await conn.execute(sql.SELECT_MESSAGES_BY_ID, (thread_id, list(message_ids)))
             rows = await cur.fetchall()
@@ -547,8 +628,15 @@ class MemagentSaver(AsyncPostgresSaver):
         return [decoded[row["seq"]] for row in rows]
 
     async def ahead_id(self, thread_id: str) -> str | None:
-        """The id of the thread's head (newest root checkpoint); one index entry, no state."""
+        """The id of the thread's head (newest root checkpoint); one index entry, no state.
+
+        May be the first read of a lease (``tools.admin``), which it then takes.
+        """
         check_thread_id(thread_id)
+        if self.leases.waiting_for_first_read(thread_id):
+            row = await self.leases.take_reading(thread_id, sql.SELECT_HEAD_ID, (thread_id,))
+            return None if row is None else str(row["checkpoint_id"])
+        await self._settle(thread_id)
         async with self.conn.connection() as conn:
             return await history.head_id(conn, thread_id)
 
@@ -559,23 +647,27 @@ class MemagentSaver(AsyncPostgresSaver):
         only connect them. No message blob is read.
         """
         check_thread_id(thread_id)
+        await self._settle(thread_id)
         async with self.conn.connection() as conn:
             return await history.tree_links(conn, thread_id)
 
     async def aturn_inputs(self, thread_id: str, checkpoint_ids: list[str]) -> dict[str, Any]:
         """The user-message write of each given turn point, decoded, by checkpoint id."""
         check_thread_id(thread_id)
+        await self._settle(thread_id)
         async with self.conn.connection() as conn:
             return await history.turn_inputs(conn, self.serde, thread_id, checkpoint_ids)
 
     async def athreads(self, limit: int = 100) -> list[dict[str, Any]]:
         """Threads with their checkpoint count and last activity, most recent first."""
+        await self._settle(None)
         async with self.conn.connection() as conn:
             return await history.threads(conn, limit)
 
     async def adelete_thread_counted(self, thread_id: str) -> dict[str, int]:
         """Deletes every row of a thread in one transaction; rows removed per table."""
         check_thread_id(thread_id)
+        await self._settle(thread_id)
         async with self.conn.connection() as conn:
             return await erasure.delete_thread(conn, thread_id)
 
@@ -596,6 +688,8 @@ class MemagentSaver(AsyncPostgresSaver):
             "source": check_thread_id(str(source_thread_id)),
             "target": check_thread_id(str(target_thread_id)),
         }
+        await self._settle(params["source"])
+        await self._settle(params["target"])
         async with self.conn.connection() as conn, conn.transaction():
             for _table, statement in sql.COPY_THREAD:
                 await conn.execute(statement, params)
@@ -608,12 +702,14 @@ class MemagentSaver(AsyncPostgresSaver):
         """
         ids = [str(run_id) for run_id in run_ids]
         if ids:
+            await self._settle(None)
             async with self.conn.connection() as conn:
                 await erasure.delete_for_runs(conn, ids)
 
     async def apurge(self, thread_id: str) -> tuple[str | None, dict[str, int]]:
         """Erases everything older than the thread's newest forget (``erasure.purge``)."""
         check_thread_id(thread_id)
+        await self._settle(thread_id)
         async with self.conn.connection() as conn:
             return await erasure.purge(conn, thread_id)
 
@@ -656,6 +752,7 @@ class MemagentSaver(AsyncPostgresSaver):
             Rows changed per table (``memagent_messages``: rows replaced).
         """
         check_thread_id(thread_id)
+        await self._settle(thread_id)
         async with self.conn.connection() as conn:
             done = await erasure.redact(conn, thread_id, quotes, serde=self.serde)
         # A running turn may still hold a message as it was; matched against a replaced
@@ -722,12 +819,14 @@ class MemagentSaver(AsyncPostgresSaver):
         actor: str | None = None,
         detail: dict[str, Any] | None = None,
     ) -> None:
-        """Appends one content-free line to the audit log."""
+        """Appends one content-free line to the audit log; inside the lease, with its release."""
         check_thread_id(thread_id)
-        async with self.conn.connection() as conn:
-            await audit.record(
-                conn, operation, thread_id, surface=surface, actor=actor, detail=detail
-            )
+        line = audit.statement(operation, thread_id, surface=surface, actor=actor, detail=detail)
+        if self.leases.holds(thread_id):
+            self._writes.queue(thread_id, [line])
+            return
+        async with self.conn.connection() as conn, conn.cursor() as cur:
+            await cur.executemany(*line)
 
     async def aaudit(self, thread_id: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
         """The newest audit lines, for one thread or all."""
@@ -739,9 +838,10 @@ class MemagentSaver(AsyncPostgresSaver):
         thread_id: str,
         *,
         timeout: float | None = None,
+        with_first_read: bool = False,
     ) -> AbstractAsyncContextManager[None]:
         """Holds a thread for one turn or memory operation (``ThreadLeases.hold``)."""
-        return self.leases.hold(thread_id, timeout=timeout)
+        return self.leases.hold(thread_id, timeout=timeout, with_first_read=with_first_read)
 
     def blocking_thread_lease(self, thread_id: str) -> AbstractContextManager[None]:
         """``thread_lease`` for synchronous callers on another thread than the saver's loop.
