@@ -245,30 +245,31 @@ async def aredact(
     Every checkpoint of every branch, pending writes, metadata and message rows get
     the marker in place of each quote; ids stay, every checkpoint still loads, and no
     rewind can bring the quotes back. An unknown thread changes nothing. With
-    ``server``, the server then deletes its records of the thread's finished runs
+    ``server``, the server also deletes its records of the thread's finished runs
     whose input held a quote (``server_threads.erase_runs_holding``), and the result
     names what stays out of reach. The audit line holds counts only, never the quotes.
 
     Raises:
         RequestError: Bad thread id or quotes (nothing is changed).
         ThreadBusyError: A turn kept the thread busy longer than the busy timeout.
-        ServerUnavailableError: The server could not be reached or refused; the
-            database is erased already, and erasing again finishes the server's part.
+        ServerUnavailableError: The server could not be reached or refused; nothing
+            is erased if it failed before its first run was deleted, and erasing
+            again finishes the rest.
     """
     check_thread_id(thread_id)
     checked = check_quotes(quotes)
     on_server = None
     async with saver.thread_lease(thread_id):
+        # The server first: one that cannot be reached then leaves everything as it was.
+        if server is not None:
+            on_server = await erase_runs_holding(server, saver.conn, thread_id, checked)
         rows = await saver.aredact(thread_id, checked)
-        detail: dict[str, int] = dict(rows)
-        try:
-            if server is not None:
-                on_server = await erase_runs_holding(server, saver.conn, thread_id, checked)
-                detail["server_runs"] = on_server.runs_removed
-        finally:
-            await saver.arecord_audit(
-                ERASE_OPERATION, thread_id, surface=surface, actor=actor, detail=detail
-            )
+        detail = dict(rows)
+        if on_server is not None:
+            detail["server_runs"] = on_server.runs_removed
+        await saver.arecord_audit(
+            ERASE_OPERATION, thread_id, surface=surface, actor=actor, detail=detail
+        )
     return Erasure(thread_id, rows, server=on_server)
 
 
