@@ -24,6 +24,7 @@ ERASE_NOT_REACHED_RUNNING = (
 ERASE_NOT_REACHED_THREAD_STATE = (
     "the server's copy of this thread's latest state, until the thread's next run replaces it"
 )
+ERASE_NOT_REACHED_SERVER = "the server's records of this thread's runs ({reason})"
 ERASE_NOT_REACHED_LOGS = "the server's logs"
 ERASE_NOT_REACHED_TRACES = "LangSmith traces (tracing is on)"
 ERASE_NOT_REACHED_PROVIDER = "the model provider, which was sent the earlier turns"

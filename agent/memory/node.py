@@ -42,7 +42,12 @@ from agent.memory.updates import (
     run_thread_id,
     summaries_made_from,
 )
-from agent.prompts import ERASE_CONFIRMATION, ERASE_DECLINED, NOTHING_TO_COMPACT
+from agent.prompts import (
+    ERASE_CONFIRMATION,
+    ERASE_DECLINED,
+    ERASE_NOT_REACHED_SERVER,
+    NOTHING_TO_COMPACT,
+)
 from agent.state import MemoryEvent, MemoryRequest, State
 from agent.store.server_threads import Pool, ServerThreads, erase_runs_holding
 
@@ -149,7 +154,7 @@ async def _erase_server_runs(pool: Pool, thread_id: str, quotes: list[str]) -> S
         return await erase_runs_holding(server, pool, thread_id, quotes, in_run=True)
     except ServerUnavailableError as error:
         logger.warning("erase for good: %s", error)
-        return ServerRunsErased(0, (f"the server's run records ({error})",))
+        return ServerRunsErased(0, (ERASE_NOT_REACHED_SERVER.format(reason=error),))
     finally:
         await server.aclose()
 
