@@ -1208,6 +1208,12 @@ def test_redact_with_server_deletes_the_threads_runs_that_said_it(
     )
     assert again.returncode == 0, again.stderr
     assert json.loads(again.stdout)["server"] == {"runs_removed": 0, "not_reached": [LOGS]}
+    audit = rows(
+        server.database_url,
+        "SELECT surface, detail FROM memagent_audit WHERE thread_id = %s ORDER BY id",
+        thread_id,
+    )
+    assert [(a["surface"], a["detail"]["server_runs"]) for a in audit] == [("cli", 1), ("cli", 0)]
 
 
 def message_view(message: Any) -> tuple[Any, ...]:
