@@ -21,7 +21,7 @@ import psycopg
 import psycopg_pool
 
 from agent.errors import MemagentError, NothingToUndoError, one_line
-from agent.memory.changes import RetainedThread
+from agent.memory.changes import Erasure, RetainedThread
 from agent.memory.timeline import (
     CHAT_REWIND_HINT,
     DEFAULT_TIMELINE_LIMIT,
@@ -386,24 +386,55 @@ def delete(thread_id: str, yes: bool, as_json: bool) -> None:
 @click.option(
     "--text", "texts", multiple=True, required=True, help="A detail to erase (repeatable)."
 )
+@click.option(
+    "--server",
+    "server_url",
+    help="Also delete the thread's runs that said it from this langgraph dev server "
+    "(default: MEMAGENT_SERVER_URL).",
+)
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def redact(thread_id: str, texts: tuple[str, ...], yes: bool, as_json: bool) -> None:
+def redact(
+    thread_id: str, texts: tuple[str, ...], server_url: str | None, yes: bool, as_json: bool
+) -> None:
     """Erase details for good from every stored copy of a thread (ids stay)."""
     _checked(thread_id)
     quotes = _checked_quotes(list(texts))
-    if not yes:
-        _confirm(
-            f"Erase {len(quotes)} detail(s) from every stored copy of thread {thread_id}? "
-            "It cannot be undone"
+    try:
+        settings = Settings.from_env()
+    except MemagentError as error:
+        raise click.ClickException(str(error)) from None
+    url = server_url or settings.server_url
+    if url and settings.auth_enabled:
+        raise click.ClickException(
+            "With MEMAGENT_AUTH on, memagent does not know whose token to use on the "
+            "server; run redact without --server (the database is still erased) and "
+            "delete the thread's runs with the owner's token."
         )
-    erased = _with_saver(lambda saver: admin.aredact(saver, thread_id, quotes, surface="cli"))
+    if not yes:
+        where = f" and its runs that said it on the server at {url}" if url else ""
+        _confirm(
+            f"Erase {len(quotes)} detail(s) from every stored copy of thread {thread_id}"
+            f"{where}? It cannot be undone"
+        )
+    server = ServerThreads(url) if url else None
+
+    async def erase(saver: MemagentSaver) -> Erasure:
+        try:
+            return await admin.aredact(saver, thread_id, quotes, surface="cli", server=server)
+        finally:
+            if server is not None:
+                await server.aclose()
+
+    erased = _with_saver(erase)
     if as_json:
         _echo_json(erased.to_json())
     elif not any(erased.rows.values()):
         click.echo(f"Nothing to erase: no stored copy of thread {thread_id} holds that text.")
     else:
         click.echo(f"Erased from thread {thread_id}: {_counts(erased.rows)} changed.")
+    if erased.server is not None and not as_json:
+        click.echo(erased.server.sentences())
 
 
 @main.command()

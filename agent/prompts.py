@@ -15,6 +15,19 @@ FORGET_DETAILS_CONFIRMATION = (
     "(It can still be brought back by going back to before this.)"
 )
 ERASE_CONFIRMATION = "Done: that detail is erased for good from every stored copy of this thread."
+ERASE_SERVER_RUNS = "The server also deleted {count} earlier run record(s) that held it."
+ERASE_NOT_REACHED = "Out of memagent's reach, so it may still be there: {places}."
+ERASE_NOT_REACHED_RUNNING = (
+    "the server's record of a run still going that held it (a run cannot be deleted "
+    "while it runs, so neither can the one erasing)"
+)
+ERASE_NOT_REACHED_THREAD_STATE = (
+    "the server's copy of this thread's latest state, until the thread's next run replaces it"
+)
+ERASE_NOT_REACHED_SERVER = "the server's records of this thread's runs ({reason})"
+ERASE_NOT_REACHED_LOGS = "the server's logs"
+ERASE_NOT_REACHED_TRACES = "LangSmith traces (tracing is on)"
+ERASE_NOT_REACHED_PROVIDER = "the model provider, which was sent the earlier turns"
 ERASE_DECLINED = "Nothing was erased: you did not confirm."
 ERASE_QUESTION = "Erase these details for good from every stored copy of this conversation?"
 UNDO_HINT = "To undo the last change before this message: rewind_to "

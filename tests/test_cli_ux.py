@@ -129,6 +129,30 @@ def test_no_to_a_question_is_one_line_and_exit_1(answer: str, settings: Settings
     assert 'You told me: "my address is 12 Main St"' in converse("t", "what is my address?")[0]
 
 
+def test_redact_with_an_unreachable_server_is_one_line_and_erases_nothing(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    converse("t", "my address is 12 Main St")
+    for how in (["--server", "http://127.0.0.1:9"], []):
+        if not how:
+            set_env(monkeypatch, {"MEMAGENT_SERVER_URL": "http://127.0.0.1:9"})
+        done = memagent("redact", "t", "--text", "Main St", "--yes", *how)
+        assert one_error_line(done).startswith(
+            "Error: The server at http://127.0.0.1:9 could not be used"
+        )
+    assert 'You told me: "my address is 12 Main St"' in converse("t", "what is my address?")[0]
+
+
+def test_redact_with_server_and_auth_on_says_why_not_and_erases_nothing(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    converse("t", "my address is 12 Main St")
+    set_env(monkeypatch, {"MEMAGENT_AUTH": "true", "MEMAGENT_AUTH_SECRET": "s" * 40})
+    done = memagent("redact", "t", "--text", "Main St", "--yes", "--server", "http://x")
+    assert "whose token" in one_error_line(done)
+    assert 'You told me: "my address is 12 Main St"' in converse("t", "what is my address?")[0]
+
+
 # --- the web command's address ----------------------------------------------------------
 
 

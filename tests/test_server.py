@@ -40,7 +40,16 @@ from psycopg.conninfo import conninfo_to_dict
 from agent import auth as memagent_auth
 from agent.checkpointer import MemagentSaver, open_saver
 from agent.model import OFFLINE_LABEL
-from agent.prompts import ERASE_CONFIRMATION, ERASE_DECLINED, ERASE_QUESTION, REMOVED_MARKER
+from agent.prompts import (
+    ERASE_CONFIRMATION,
+    ERASE_DECLINED,
+    ERASE_NOT_REACHED_THREAD_STATE,
+    ERASE_QUESTION,
+    REMOVED_MARKER,
+)
+from agent.prompts import (
+    ERASE_NOT_REACHED_LOGS as LOGS,
+)
 from tests.helpers import (
     FOREIGN_ORIGINS,
     PROJECT,
@@ -1057,7 +1066,7 @@ def test_erase_for_good_is_an_sdk_interrupt_and_a_yes_erases_every_copy(server: 
     assert client.threads.get(thread_id)["status"] == "idle"
     head = state_messages(client, thread_id)
     assert texts(head, "human")[:2] == [f"my address is {REMOVED_MARKER}", "my name is Ada"]
-    assert texts(head, "ai")[-1] == ERASE_CONFIRMATION
+    assert texts(head, "ai")[-1].startswith(ERASE_CONFIRMATION)
     entries = history(client, thread_id)
     for entry in entries:  # every checkpoint still loads, none holds the address
         at = client.threads.get_state(thread_id, checkpoint_id=checkpoint_id(entry))
@@ -1101,6 +1110,110 @@ def test_erase_for_good_resumed_with_no_erases_nothing(server: Server, answer: A
         server.database_url, "SELECT detail FROM memagent_audit WHERE thread_id = %s", thread_id
     )
     assert [a["detail"] for a in audit] == [{"confirmed": False}]
+
+
+def runs_holding(client: SyncLangGraphClient, thread_id: str, text: str) -> list[str]:
+    """The ids of the thread's runs on the server whose stored record holds ``text``."""
+    runs = client.runs.list(thread_id, limit=100)
+    return [str(run["run_id"]) for run in runs if text.lower() in json.dumps(run).lower()]
+
+
+def run_inputs(client: SyncLangGraphClient, thread_id: str) -> list[Any]:
+    """What each of the thread's runs was started with (input or command), oldest first."""
+    runs = sorted(client.runs.list(thread_id, limit=100), key=lambda run: run["created_at"])
+    return [run["kwargs"].get("input") or run["kwargs"].get("command") for run in runs]  # type: ignore[typeddict-item]
+
+
+def test_erase_for_good_in_the_server_deletes_the_runs_that_said_it(server: Server) -> None:
+    """The erase also deletes, through the server's API, the thread's runs whose input
+    held the detail, keeps its other runs and every checkpoint, and says what it could
+    not reach; another thread that said the same stays as it was."""
+    client = server.client()
+    thread_id, other = (client.threads.create()["thread_id"] for _ in range(2))
+    address = unique_address()
+    say(client, other, f"my address is {address}")
+    other_runs = client.runs.list(other, limit=100)
+    other_rows = needle_columns(server.database_url, address)  # the other thread's only
+    ask_erase_for_good(client, thread_id, address)
+    said_it = runs_holding(client, thread_id, address)
+    assert len(said_it) == 1
+    before = root_checkpoint_ids(server.database_url, thread_id)
+
+    client.runs.wait(thread_id, GRAPH, command={"resume": True})
+
+    assert runs_holding(client, thread_id, address) == []
+    remaining = run_inputs(client, thread_id)
+    assert said_it[0] not in {str(run["run_id"]) for run in client.runs.list(thread_id)}
+    assert [m["content"] for i in remaining[:2] for m in i["messages"]] == [
+        "my name is Ada",
+        "forget my address for good",
+    ]
+    assert remaining[2] == {"resume": True}
+    assert before <= root_checkpoint_ids(server.database_url, thread_id)  # none rolled back
+    record = client.threads.get(thread_id)
+    assert address.lower() not in json.dumps([record["values"], record["metadata"]]).lower()
+    assert REMOVED_MARKER in json.dumps(record["values"])
+    assert needle_columns(server.database_url, address) == other_rows
+    assert client.runs.list(other, limit=100) == other_runs
+    assert len(runs_holding(client, other, address)) == 1
+    reply = texts(state_messages(client, thread_id), "ai")[-1]
+    assert reply == (
+        f"{ERASE_CONFIRMATION} The server also deleted 1 earlier run record(s) that held it."
+        f" Out of memagent's reach, so it may still be there: {LOGS}."
+    )
+    audit = rows(
+        server.database_url, "SELECT detail FROM memagent_audit WHERE thread_id = %s", thread_id
+    )
+    assert [a["detail"]["server_runs"] for a in audit] == [1]
+    assert "Ada" in texts(say(client, thread_id, "what is my name?"), "ai")[-1]
+
+
+def test_redact_with_server_deletes_the_threads_runs_that_said_it(
+    server: Server, tmp_path: Path
+) -> None:
+    """``memagent redact THREAD --text T --server URL``, beside the server: the database
+    is erased, then the server deletes the thread's runs that said it, and only those."""
+    client = server.client()
+    thread_id = client.threads.create()["thread_id"]
+    address = unique_address()
+    say(client, thread_id, f"my address is {address.upper()}")
+    say(client, thread_id, "my name is Ada")
+    before = root_checkpoint_ids(server.database_url, thread_id)
+    env = server_env(tmp_path, {"DATABASE_URL": server.database_url})
+    memagent = Path(sys.executable).parent / "memagent"
+    command = [str(memagent), "redact", thread_id, "--text", address, "--yes", "--json"]
+
+    done = subprocess.run(
+        [*command, "--server", server.url], env=env, capture_output=True, text=True, timeout=300
+    )
+
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    latest_state = ERASE_NOT_REACHED_THREAD_STATE
+    assert result["server"] == {"runs_removed": 1, "not_reached": [latest_state, LOGS]}
+    assert runs_holding(client, thread_id, address) == []
+    assert [m["content"] for i in run_inputs(client, thread_id) for m in i["messages"]] == [
+        "my name is Ada"
+    ]
+    assert root_checkpoint_ids(server.database_url, thread_id) == before  # none rolled back
+    assert needle_columns(server.database_url, address) == {}
+    assert REMOVED_MARKER in json.dumps(client.threads.get_state(thread_id)["values"])
+    # As the result says: the server's copy of the last state, until the next run ends.
+    assert address.lower() in json.dumps(client.threads.get(thread_id)["values"]).lower()
+    assert "Ada" in texts(say(client, thread_id, "what is my name?"), "ai")[-1]
+    assert address.lower() not in json.dumps(client.threads.get(thread_id)["values"]).lower()
+
+    again = subprocess.run(
+        command, env={**env, "MEMAGENT_SERVER_URL": server.url}, capture_output=True, text=True
+    )
+    assert again.returncode == 0, again.stderr
+    assert json.loads(again.stdout)["server"] == {"runs_removed": 0, "not_reached": [LOGS]}
+    audit = rows(
+        server.database_url,
+        "SELECT surface, detail FROM memagent_audit WHERE thread_id = %s ORDER BY id",
+        thread_id,
+    )
+    assert [(a["surface"], a["detail"]["server_runs"]) for a in audit] == [("cli", 1), ("cli", 0)]
 
 
 def message_view(message: Any) -> tuple[Any, ...]:

@@ -72,7 +72,7 @@ from agent.settings import Settings
 from agent.store import pseudonym
 from agent.store.receipt import ERASED_TABLES, ErasureReceipt, ServerErasure
 from agent.store.saver import MemagentSaver
-from agent.store.server_threads import ServerThreads
+from agent.store.server_threads import ServerThreads, erase_runs_holding
 from agent.validation import (
     check_keep_turns,
     check_quotes,
@@ -238,26 +238,41 @@ async def aredact(
     *,
     surface: Surface = "code",
     actor: str | None = None,
+    server: ServerThreads | None = None,
 ) -> Erasure:
     """Erases the quotes from every stored copy of a thread, in one transaction (hard).
 
     Every checkpoint of every branch, pending writes, metadata and message rows get
     the marker in place of each quote; ids stay, every checkpoint still loads, and no
-    rewind can bring the quotes back. An unknown thread changes nothing. The audit
-    line holds counts only, never the quotes.
+    rewind can bring the quotes back. An unknown thread changes nothing. With
+    ``server``, the server also deletes its records of the thread's finished runs
+    whose input held a quote (``server_threads.erase_runs_holding``), and the result
+    names what stays out of reach. The audit line holds counts only, never the quotes.
 
     Raises:
         RequestError: Bad thread id or quotes (nothing is changed).
         ThreadBusyError: A turn kept the thread busy longer than the busy timeout.
+        ServerUnavailableError: The server could not be reached or refused; nothing
+            is erased if it failed before its first run was deleted, and erasing
+            again finishes the rest.
     """
     check_thread_id(thread_id)
     checked = check_quotes(quotes)
-    async with saver.thread_lease(thread_id, with_first_read=True):
+    on_server = None
+    # With a server, its runs are detached through our own connection before any read
+    # of the saver, so the lease is taken first rather than with that read.
+    async with saver.thread_lease(thread_id, with_first_read=server is None):
+        # The server first: one that cannot be reached then leaves everything as it was.
+        if server is not None:
+            on_server = await erase_runs_holding(server, saver.conn, thread_id, checked)
         rows = await saver.aredact(thread_id, checked)
+        detail = dict(rows)
+        if on_server is not None:
+            detail["server_runs"] = on_server.runs_removed
         await saver.arecord_audit(
-            ERASE_OPERATION, thread_id, surface=surface, actor=actor, detail=rows
+            ERASE_OPERATION, thread_id, surface=surface, actor=actor, detail=detail
         )
-    return Erasure(thread_id, rows)
+    return Erasure(thread_id, rows, server=on_server)
 
 
 async def arewind(

@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from agent.prompts import ERASE_NOT_REACHED, ERASE_SERVER_RUNS
+
 
 @dataclass(frozen=True, slots=True)
 class MemoryChange:
@@ -34,6 +36,30 @@ class MemoryChange:
 
 
 @dataclass(frozen=True, slots=True)
+class ServerRunsErased:
+    """What an erase for good did on a ``langgraph dev`` server, and what it could not.
+
+    Attributes:
+        runs_removed: The thread's run records deleted because their input held a quote.
+        not_reached: Where a copy may remain that memagent cannot erase, in words.
+    """
+
+    runs_removed: int
+    not_reached: tuple[str, ...]
+
+    def sentences(self) -> str:
+        """What the user is told of it, after the erase's confirmation."""
+        said = ERASE_SERVER_RUNS.format(count=self.runs_removed) if self.runs_removed else ""
+        if self.not_reached:
+            said += " " + ERASE_NOT_REACHED.format(places="; ".join(self.not_reached))
+        return said.strip()
+
+    def to_json(self) -> dict[str, Any]:
+        """The ``server`` part of an erasure's JSON."""
+        return {"runs_removed": self.runs_removed, "not_reached": list(self.not_reached)}
+
+
+@dataclass(frozen=True, slots=True)
 class Erasure:
     """What a delete, purge or redact removed (a redact: rows changed).
 
@@ -41,17 +67,21 @@ class Erasure:
         thread_id: The thread erased.
         rows: Rows removed per table.
         kept_from: For a purge, the forget checkpoint the thread now starts at.
+        server: For a redact with a server, what it removed there and what not.
     """
 
     thread_id: str
     rows: dict[str, int]
     kept_from: str | None = None
+    server: ServerRunsErased | None = None
 
     def to_json(self) -> dict[str, Any]:
         """What the CLI's ``--json`` and the web API answer for the erasure."""
         data: dict[str, Any] = {"thread_id": self.thread_id, "rows": self.rows}
         if self.kept_from is not None:
             data["kept_from"] = self.kept_from
+        if self.server is not None:
+            data["server"] = self.server.to_json()
         return data
 
 

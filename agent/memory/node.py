@@ -19,8 +19,15 @@ from langchain_core.messages import AIMessage
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.types import interrupt
+from psycopg_pool import AsyncConnectionPool
 
-from agent.errors import NotPersistentError, QuoteNotFoundError, SummaryFailedError
+from agent.errors import (
+    NotPersistentError,
+    QuoteNotFoundError,
+    ServerUnavailableError,
+    SummaryFailedError,
+)
+from agent.memory.changes import ServerRunsErased
 from agent.memory.compactor import Compactor
 from agent.memory.events import COMPACT, FORGET, FORGOT_DETAIL, REWIND
 from agent.memory.store import ThreadStore
@@ -35,8 +42,14 @@ from agent.memory.updates import (
     run_thread_id,
     summaries_made_from,
 )
-from agent.prompts import ERASE_CONFIRMATION, ERASE_DECLINED, NOTHING_TO_COMPACT
+from agent.prompts import (
+    ERASE_CONFIRMATION,
+    ERASE_DECLINED,
+    ERASE_NOT_REACHED_SERVER,
+    NOTHING_TO_COMPACT,
+)
 from agent.state import MemoryEvent, MemoryRequest, State
+from agent.store.server_threads import Pool, ServerThreads, erase_runs_holding
 
 logger = logging.getLogger(__name__)
 
@@ -115,10 +128,43 @@ async def _apply_forget_details(
         event: MemoryEvent = {"kind": FORGOT_DETAIL.name, "timestamp": int(time.time()), "count": 0}
         update = {"messages": [AIMessage(content="")], "memory_event": event}
     update["memory_event"]["erased"] = True
-    update["messages"][-1] = AIMessage(content=ERASE_CONFIRMATION)
-    update["memory_requests"] = None
+    reply = ERASE_CONFIRMATION
     detail = {"confirmed": True, "count": update["memory_event"]["count"], **rows}
+    # The server hands the graph its checkpointer inside an adapter that forwards
+    # every other attribute to it, so the saver's pool is reached by name.
+    pool = getattr(saver, "conn", None)
+    if in_server(config) and isinstance(pool, AsyncConnectionPool):
+        on_server = await _erase_server_runs(pool, thread_id, quotes)
+        reply = f"{reply} {on_server.sentences()}"
+        detail["server_runs"] = on_server.runs_removed
+    update["messages"][-1] = AIMessage(content=reply)
+    update["memory_requests"] = None
     return Applied(update, ERASE_OPERATION, detail)
+
+
+async def _erase_server_runs(pool: Pool, thread_id: str, quotes: list[str]) -> ServerRunsErased:
+    """The thread's earlier runs that said a quote, deleted through the server's own API.
+
+    Inside the server, the SDK's client without an address talks to the server
+    in-process. The database is erased already, so a server that refuses is reported
+    in the reply rather than failing the erase.
+    """
+    server = ServerThreads(None)
+    try:
+        return await erase_runs_holding(server, pool, thread_id, quotes, in_run=True)
+    except ServerUnavailableError as error:
+        logger.warning("erase for good: %s", error)
+        return ServerRunsErased(0, (ERASE_NOT_REACHED_SERVER.format(reason=error),))
+    finally:
+        await server.aclose()
+
+
+def in_server(config: RunnableConfig) -> bool:
+    """Whether the run is one of ``langgraph dev``'s.
+
+    The server puts the assistant (and, with auth, the user) into every run's config.
+    """
+    return "assistant_id" in config.get("configurable", {})
 
 
 APPLIERS: dict[str, Applier] = {
@@ -192,10 +238,8 @@ async def _audit(saver: BaseCheckpointSaver[Any], config: RunnableConfig, applie
     """Records a tool-made change in the audit log, when the saver keeps one."""
     if not isinstance(saver, ThreadStore):
         return
-    configurable = config.get("configurable", {})
-    # langgraph's server puts the assistant (and, with auth, the user) into every run.
-    surface = "server" if "assistant_id" in configurable else "tool"
-    actor = configurable.get("langgraph_auth_user_id")
+    surface = "server" if in_server(config) else "tool"
+    actor = config.get("configurable", {}).get("langgraph_auth_user_id")
     await saver.arecord_audit(
         applied.operation,
         run_thread_id(config),

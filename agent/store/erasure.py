@@ -270,3 +270,12 @@ async def redact(
                     await cur.executemany(statement, updates)
                 result.counts[table] = len(updates)
     return result
+
+
+async def detach_runs(conn: Connection, thread_id: str, run_ids: list[str]) -> None:
+    """Unlinks the thread's checkpoints from runs the server is about to delete.
+
+    The server's run delete rolls back what the run wrote (``adelete_for_runs``); an
+    erase deletes only the run's record, so the conversation keeps every checkpoint.
+    """
+    await conn.execute(sql.DETACH_RUN_CHECKPOINTS, (thread_id, run_ids))

@@ -634,6 +634,17 @@ WITH doomed AS (
 SELECT DISTINCT thread_id FROM doomed
 """
 
+# An erase deletes the server's record of a run that said the detail, not what the run
+# wrote: the server's run delete also rolls back the run's checkpoints
+# (``adelete_for_runs``, which finds them by the ``run_id`` in their metadata), so the
+# erase first takes that key off them. Their rows stay (ids, parents, messages); only
+# the link to a run that no longer exists goes. langgraph has no API that edits the
+# metadata of a stored checkpoint.
+DETACH_RUN_CHECKPOINTS = """
+UPDATE checkpoints SET metadata = metadata - 'run_id'
+WHERE thread_id = %s AND metadata ->> 'run_id' = ANY(%s)
+"""
+
 # --- retention (agent/store/retention.py) -----------------------------------------------
 # Retention keeps a thread from one rewind point on and removes everything older.
 # langgraph cannot cut a prefix: ``aprune`` keeps the latest checkpoint or nothing (every
