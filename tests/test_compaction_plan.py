@@ -188,7 +188,9 @@ def test_a_summary_at_the_head_is_summarised_again_and_its_covers_carry_over() -
 def test_a_summary_of_the_earlier_release_is_its_own_whole_chain() -> None:
     """Its flat covers listed every id it stood for, and no link: still read so."""
     flat = HumanMessage(
-        f"{SUMMARY_LABEL}\nOld facts.", id="old", additional_kwargs={SUMMARY_KEY: {"covers": ["h0", "a0", "h1"]}}
+        f"{SUMMARY_LABEL}\nOld facts.",
+        id="old",
+        additional_kwargs={SUMMARY_KEY: {"covers": ["h0", "a0", "h1"]}},
     )
     newer = make_summary("New facts.", previous=flat, evicted=[HumanMessage("x", id="h2")])
     chains = SummaryChains([flat])
@@ -239,9 +241,9 @@ async def test_sixty_turns_stay_within_budget_compact_rarely_and_cover_every_mes
     assert [i for m in made for i in summary_covers(m)] == [
         i for i in replaced if i not in summaries
     ]
-    assert SummaryChains(made).stands_for(head) == {
-        f"{k}{n}" for k in "ha" for n in range(60)
-    } - {m.id for m in messages}
+    assert SummaryChains(made).stands_for(head) == {f"{k}{n}" for k in "ha" for n in range(60)} - {
+        m.id for m in messages
+    }
 
 
 async def test_a_chinese_thread_stays_within_a_budget_that_counts_each_character() -> None:
