@@ -24,8 +24,9 @@ from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 from agent.checkpointer import MemagentSaver
 from agent.cli import main
 from agent.graph import ChatGraph, make_graph
-from agent.memory.summary import is_summary, summary_covers
+from agent.memory.summary import is_summary, summary_covers, summary_previous
 from agent.memory.timeline import render_timeline
+from agent.memory.updates import read_summary_chains
 from agent.prompts import COMPACT_CONFIRMATION, LEFT_OUT_NOTE, SUMMARY_LABEL
 from agent.session import ChatSession
 from agent.settings import Settings
@@ -157,16 +158,23 @@ async def test_a_long_thread_on_the_graph_keeps_every_call_within_the_budget(
         assert metadata["memory_compacted"] > 0 and isinstance(metadata["timestamp"], int)
         assert metadata["tokens_after"] < metadata["tokens_before"]
         assert metadata["tokens_after"] <= BUDGET < metadata["tokens_before"]
-    # One running summary: it keeps what the summaries before it said, and records every
+    # One running summary: it keeps what the summaries before it said, and its chain
+    # (itself and the summaries it replaced, read back from the rows) records every
     # message no longer in the head, each once.
     head = await head_messages(graph, thread)
     assert is_summary(head[0]) and head[0].text.startswith(SUMMARY_LABEL)
     assert "fact 0 is the number 0" in head[0].text
     history = [s async for s in graph.aget_state_history(config(thread))]
     said_ever = {m.id for s in history for m in s.values["messages"] if not is_summary(m)}
-    covers = summary_covers(head[0])
+    chain = [head[0]]
+    while (previous := summary_previous(chain[-1])) is not None:
+        chain += await saver.amessages_by_id(thread, [previous])
+    assert len(chain) == len(marked)
+    covers = [i for link in chain for i in summary_covers(link)]
     assert len(covers) == len(set(covers))
     assert set(covers) == said_ever - {m.id for m in head}
+    chains = await read_summary_chains(saver, thread, head[:1])
+    assert chains.stands_for(head[0]) == set(covers)
 
 
 async def test_a_long_thread_through_chat_session_keeps_every_call_within_the_budget(
@@ -408,13 +416,6 @@ async def test_a_compaction_stores_the_summary_and_never_a_copy_of_old_messages(
     assert duplicates == []  # no message was stored again
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a running summary records the id of every message it covers, its predecessor's "
-    "included, so each compaction stores every earlier id again: storage grows with the "
-    "square of the thread's length (bench/compaction.py: 2x at 1000 turns). A fix changes "
-    "what summary_covers holds, which agent/store's redact reads too",
-)
 async def test_each_compaction_of_a_long_thread_stores_about_as_much_as_the_first(
     saver: MemagentSaver, database_url: str
 ) -> None:

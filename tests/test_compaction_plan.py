@@ -31,7 +31,16 @@ from agent.memory.compaction import (
     summarise,
     summary_allowance,
 )
-from agent.memory.summary import is_summary, make_summary, summary_body, summary_covers
+from agent.memory.summary import (
+    SUMMARY_KEY,
+    SummaryChains,
+    is_summary,
+    make_summary,
+    removed_summary,
+    summary_body,
+    summary_covers,
+    summary_previous,
+)
 from agent.model import OfflineChatModel
 from agent.prompts import (
     OFFLINE_SUMMARY_LABEL,
@@ -166,7 +175,39 @@ def test_a_summary_at_the_head_is_summarised_again_and_its_covers_carry_over() -
     assert plan is not None and plan.previous is first
     assert plan.replaced_ids[0] == first.id
     second = make_summary("More facts.", previous=plan.previous, evicted=plan.evicted)
-    assert summary_covers(second) == [*summary_covers(first), *(m.id for m in plan.evicted)]
+    # It records only what it newly covers and its link: its chain gives the rest.
+    assert summary_covers(second) == [m.id for m in plan.evicted]
+    assert summary_previous(second) == first.id and summary_previous(first) is None
+    assert SummaryChains([first]).stands_for(second) == {
+        *summary_covers(first),
+        *(m.id for m in plan.evicted),
+    }
+    assert SummaryChains().stands_for(second) == set(summary_covers(second))  # link not read
+
+
+def test_a_summary_of_the_earlier_release_is_its_own_whole_chain() -> None:
+    """Its flat covers listed every id it stood for, and no link: still read so."""
+    flat = HumanMessage(
+        f"{SUMMARY_LABEL}\nOld facts.",
+        id="old",
+        additional_kwargs={SUMMARY_KEY: {"covers": ["h0", "a0", "h1"]}},
+    )
+    newer = make_summary("New facts.", previous=flat, evicted=[HumanMessage("x", id="h2")])
+    chains = SummaryChains([flat])
+    assert summary_previous(flat) is None and chains.unresolved() == set()
+    assert chains.stands_for(newer) == {"h0", "a0", "h1", "h2"}
+    assert chains.made_from(newer, {"a0"}) and not chains.made_from(newer, {"h9"})
+
+
+def test_a_marker_keeps_the_link_so_a_later_chain_goes_through_it() -> None:
+    first = make_summary("A.", previous=None, evicted=[HumanMessage("x", id="h0")])
+    second = make_summary("B.", previous=first, evicted=[HumanMessage("y", id="h1")])
+    third = make_summary("C.", previous=second, evicted=[HumanMessage("z", id="h2")])
+    marker = removed_summary(second)
+    assert summary_previous(marker) == first.id and summary_covers(marker) == ["h1"]
+    chains = SummaryChains([first, marker])
+    assert chains.made_from(third, {"h0"}) and not chains.made_from(marker, {"h0"})
+    assert SummaryChains([marker]).stands_for(third) == {"h1", "h2"}  # first's row gone
 
 
 async def test_sixty_turns_stay_within_budget_compact_rarely_and_cover_every_message() -> None:
@@ -174,14 +215,14 @@ async def test_sixty_turns_stay_within_budget_compact_rarely_and_cover_every_mes
     budget = 2_500
     summariser = ScriptedChatModel()
     messages: list[BaseMessage] = []
-    compactions, replaced, summaries = 0, [], set()
+    compactions, replaced, made = 0, [], []
     for n in range(60):
         messages.append(HumanMessage(f"turn {n}: my fact {n} is " + "blue " * 40, id=f"h{n}"))
         before = [m.id for m in messages]
         messages, compacted = await compact(messages, budget, summariser)
         if compacted:
             compactions += 1
-            summaries.add(messages[0].id)
+            made.append(messages[0])
             replaced += [i for i in before if i not in {m.id for m in messages}]
         call = [SystemMessage(SYSTEM_PROMPT), *messages]
         assert count_call_tokens(call, TOOLS) <= budget
@@ -194,8 +235,13 @@ async def test_sixty_turns_stay_within_budget_compact_rarely_and_cover_every_mes
         assert count_tokens_approximately(request) <= budget
     head = messages[0]
     assert is_summary(head)
-    assert summary_covers(head) == [i for i in replaced if i not in summaries]
-    assert set(summary_covers(head)) == {f"{k}{n}" for k in "ha" for n in range(60)} - {
+    summaries = {m.id for m in made}
+    # Each summary links to the one before it and records each id once, oldest first.
+    assert [summary_previous(m) for m in made] == [None, *(m.id for m in made[:-1])]
+    assert [i for m in made for i in summary_covers(m)] == [
+        i for i in replaced if i not in summaries
+    ]
+    assert SummaryChains(made).stands_for(head) == {f"{k}{n}" for k in "ha" for n in range(60)} - {
         m.id for m in messages
     }
 

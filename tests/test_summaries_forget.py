@@ -19,11 +19,17 @@ from langgraph.checkpoint.memory import InMemorySaver
 
 from agent.checkpointer import MemagentSaver
 from agent.graph import make_graph
-from agent.memory.summary import is_removed_summary, is_summary, summary_covers
+from agent.memory.summary import (
+    is_removed_summary,
+    is_summary,
+    summary_covers,
+    summary_previous,
+)
+from agent.memory.updates import read_summary_chains
 from agent.prompts import FORGET_DETAILS_CONFIRMATION, SUMMARY_REMOVED
 from agent.redaction import quote_pattern, scrub_message
 from tests.fakes import check_provider_valid
-from tests.helpers import Chat, needle_columns
+from tests.helpers import Chat, count, needle_columns
 from tools import admin
 
 ADDRESS = "12 Main St"
@@ -183,3 +189,110 @@ async def test_on_a_plain_saver_every_head_summary_counts_as_made_from_the_detai
     assert head[-1].text == FORGET_DETAILS_CONFIRMATION
     assert holding(head, ADDRESS, PARAPHRASE) == []
     assert is_removed_summary(head[0]) and head[0].id == summary.id
+
+
+# --- a summary's chain: it records what it newly covers and the summary it replaced -----
+
+
+async def chain_to(saver: MemagentSaver, thread_id: str, head: BaseMessage, message_id: str) -> int:
+    """How many summaries lead from ``head`` back to the one that covered ``message_id``."""
+    links = [head]
+    while message_id not in summary_covers(links[-1]):
+        previous = summary_previous(links[-1])
+        assert previous is not None, "the chain ended before the message"
+        links.append((await saver.amessages_by_id(thread_id, [previous]))[-1])
+    return len(links)
+
+
+async def deep_address_thread(saver: MemagentSaver) -> tuple[Chat, BaseMessage, list[str]]:
+    """The address said first, then three compactions: the head's summary stands for it
+    only through the two summaries before it. Also the ids of every summary made."""
+    chat = compacting_chat(saver)
+    await chat.say(f"my address is {ADDRESS}", "Noted.")
+    address_id = str(holding(await chat.messages(), ADDRESS)[0].id)
+    summaries: list[BaseMessage] = []
+    for _ in range(3):
+        summaries.append(
+            await talk_until_compacted(chat, past=summaries[-1] if summaries else None)
+        )
+    head = summaries[-1]
+    assert PARAPHRASE in head.text and address_id not in summary_covers(head)
+    assert await chain_to(saver, chat.thread_id, head, address_id) >= 3
+    return chat, head, [str(s.id) for s in summaries]
+
+
+async def test_forget_details_and_erase_in_a_turn_reach_a_summary_three_compactions_on(
+    saver: MemagentSaver, database_url: str
+) -> None:
+    chat, summary, made = await deep_address_thread(saver)
+    before = (await chat.head()).config["configurable"]["checkpoint_id"]
+    await chat.forget_details(ADDRESS)
+    head = await chat.messages()
+    assert head[-1].text == FORGET_DETAILS_CONFIRMATION
+    assert holding(head, ADDRESS, PARAPHRASE) == []
+    assert is_removed_summary(head[0]) and head[0].id == summary.id
+
+    await chat.rewind(before)  # a memory change ends the turn: no reply after it
+    assert (await chat.messages())[0].text == summary.text
+    assert "__interrupt__" in await chat.forget_details(ADDRESS, for_good=True)
+    await chat.resume(True)
+    assert needle_columns(database_url, ADDRESS) == {}
+    assert needle_columns(database_url, PARAPHRASE) == {}  # every summary of the chain
+    stored = await saver.amessages_by_id(chat.thread_id, made)
+    assert {str(m.id) for m in stored} == set(made) and all(map(is_removed_summary, stored))
+    await chat.say("and now?", "fine")
+
+
+async def test_admin_forget_details_and_redact_reach_a_summary_three_compactions_on(
+    saver: MemagentSaver, database_url: str
+) -> None:
+    chat, summary, made = await deep_address_thread(saver)
+    before = (await chat.head()).config["configurable"]["checkpoint_id"]
+    await admin.aforget_details(saver, chat.thread_id, [ADDRESS])
+    head = await chat.messages()
+    assert holding(head, ADDRESS, PARAPHRASE) == []
+    assert is_removed_summary(head[0]) and head[0].id == summary.id
+
+    await admin.arewind(saver, chat.thread_id, before)
+    assert (await chat.messages())[0].text == summary.text
+    await admin.aredact(saver, chat.thread_id, [ADDRESS])
+    assert needle_columns(database_url, ADDRESS) == {}
+    assert needle_columns(database_url, PARAPHRASE) == {}
+    stored = await saver.amessages_by_id(chat.thread_id, made)
+    assert {str(m.id) for m in stored} == set(made) and all(map(is_removed_summary, stored))
+    cold = MemagentSaver(saver.conn, saver.conninfo)
+    for snapshot in [s async for s in compacting_chat(cold).graph.aget_state_history(chat.config)]:
+        assert holding(list(snapshot.values.get("messages") or []), ADDRESS, PARAPHRASE) == []
+
+
+async def test_a_chain_whose_oldest_link_retention_removed_still_reaches_the_links_it_kept(
+    saver: MemagentSaver, database_url: str
+) -> None:
+    """Retention removes a summary's row with the checkpoints that held it, and the rows
+    of the messages it covered with them; the chain then ends at the oldest link kept,
+    and what the kept links cover is still found."""
+    chat = compacting_chat(saver)
+    first = await talk_until_compacted(chat)
+    second = await talk_until_compacted(chat, past=first)
+    await chat.say(f"my address is {ADDRESS}", "Noted.")
+    address_id = str(holding(await chat.messages(), ADDRESS)[0].id)
+    address_turn = (await chat.turn_points())[0]
+    head = await talk_until_compacted(chat, past=second)
+    while address_id not in summary_covers(head):
+        head = await talk_until_compacted(chat, past=head)
+    keep = (await chat.turn_points()).index(address_turn) + 1
+    await admin.aretain(saver, chat.thread_id, keep_turns=keep)
+    gone = "SELECT count(*) FROM memagent_messages WHERE thread_id = %s AND message_id = %s"
+    assert count(database_url, gone, chat.thread_id, str(first.id)) == 0
+    assert count(database_url, gone, chat.thread_id, str(second.id)) > 0
+    chains = await read_summary_chains(saver, chat.thread_id, [head])
+    assert str(first.id) in chains.unresolved()  # the broken link is known, not an error
+
+    await admin.aforget_details(saver, chat.thread_id, [ADDRESS])
+    forgotten = await chat.messages()
+    assert is_removed_summary(forgotten[0]) and forgotten[0].id == head.id
+    assert holding(forgotten, ADDRESS, PARAPHRASE) == []
+    await admin.aredact(saver, chat.thread_id, [ADDRESS])
+    assert needle_columns(database_url, ADDRESS) == {}
+    assert needle_columns(database_url, PARAPHRASE) == {}
+    await chat.say("and now?", "fine")

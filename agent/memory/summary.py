@@ -9,24 +9,31 @@ the next user message is accepted everywhere (providers and LangChain's integrat
 merge consecutive user turns), and the label keeps any reader, the model included,
 from taking the summary for something the user typed.
 
-The message records the ids of every message it covers, its predecessor's included,
-so forgetting a detail can find each summary made from it (docs/SPEC.md, "Context
-budget and compaction"): ``made_from`` is that rule, ``removed_summary`` what such a
-summary becomes.
+A summary records what it newly covers (the ids of the messages it replaced) and the
+id of the summary it replaced (its predecessor), not its predecessor's ids again: a
+summary that repeated every id it stood for would grow with each compaction, so a
+thread's storage would grow with the square of its length. What a summary stands for
+is its chain (``SummaryChains``): its own ids, then its predecessor's, and so on. That
+is what forgetting a detail follows to find each summary made from it (docs/SPEC.md,
+"Context budget and compaction"): ``SummaryChains.made_from`` is that rule,
+``removed_summary`` what such a summary becomes. A summary written by an earlier
+release has no predecessor link; its flat list was its whole coverage, and it still is.
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Iterable, Sequence
+from typing import Any
 
 from langchain_core.messages import BaseMessage, HumanMessage
 
 from agent.prompts import SUMMARY_LABEL, SUMMARY_REMOVED
 
 SUMMARY_KEY = "memagent_summary"
-"""The ``additional_kwargs`` entry that marks a summary: ``{"covers": [ids...]}``, plus
-``"removed": True`` on a summary replaced because it was made from a forgotten detail."""
+"""The ``additional_kwargs`` entry that marks a summary: ``{"covers": [ids...],
+"previous": id}`` (``previous`` only when it replaced a summary), plus ``"removed": True``
+on a summary replaced because it was made from a forgotten detail."""
 
 
 def is_summary(message: BaseMessage) -> bool:
@@ -35,10 +42,25 @@ def is_summary(message: BaseMessage) -> bool:
 
 
 def summary_covers(message: BaseMessage | None) -> list[str]:
-    """The ids of the messages ``message`` summarises, oldest first; ``[]`` if not a summary."""
+    """The ids ``message`` itself covers, oldest first; ``[]`` if not a summary.
+
+    Only what its compaction replaced besides its predecessor: the whole coverage is
+    the chain's (``SummaryChains.covers``).
+    """
     if message is None or not is_summary(message):
         return []
     return list(message.additional_kwargs[SUMMARY_KEY]["covers"])
+
+
+def summary_previous(message: BaseMessage | None) -> str | None:
+    """The id of the summary ``message`` replaced; ``None`` for the first of a chain.
+
+    Also ``None`` for a summary of an earlier release, whose covers were flat.
+    """
+    if message is None or not is_summary(message):
+        return None
+    previous = message.additional_kwargs[SUMMARY_KEY].get("previous")
+    return str(previous) if previous is not None else None
 
 
 def summary_body(message: BaseMessage) -> str:
@@ -51,19 +73,23 @@ def make_summary(
 ) -> HumanMessage:
     """The summary that replaces ``previous`` (the running summary, if any) and ``evicted``.
 
-    A running summary: it covers what ``previous`` covered plus the evicted messages,
-    so an id stays findable however many compactions later.
+    A running summary: it stands for what ``previous`` stood for plus the evicted
+    messages. It records only the evicted ids and a link to ``previous``, so each
+    compaction stores about as much as the first, and an id stays findable however
+    many compactions later by following the links (``SummaryChains``).
 
     Args:
         text: What the summariser wrote (``agent.memory.compaction.summarise``).
         previous: The summary at the head being replaced, or ``None``.
         evicted: The other messages being replaced, oldest first.
     """
-    covers = [*summary_covers(previous), *(m.id for m in evicted if m.id is not None)]
+    marking: dict[str, Any] = {"covers": [m.id for m in evicted if m.id is not None]}
+    if previous is not None and previous.id is not None:
+        marking["previous"] = previous.id
     return HumanMessage(
         content=f"{SUMMARY_LABEL}\n{text}",
         id=str(uuid.uuid4()),
-        additional_kwargs={SUMMARY_KEY: {"covers": covers}},
+        additional_kwargs={SUMMARY_KEY: marking},
     )
 
 
@@ -72,25 +98,81 @@ def is_removed_summary(message: BaseMessage) -> bool:
     return is_summary(message) and bool(message.additional_kwargs[SUMMARY_KEY].get("removed"))
 
 
-def made_from(message: BaseMessage, message_ids: Collection[str]) -> bool:
-    """Whether ``message`` is a summary made from any of ``message_ids`` (and not removed yet).
+class SummaryChains:
+    """What each of a thread's summaries stands for, through its links to predecessors.
 
-    A summary may restate a detail in other words ("twelve Main Street" for "12 Main
-    St"), so its text cannot tell whether it holds the detail; what it covers can. Its
-    covers are running (a summary of a summary covers the older one's messages too), so
-    one intersection finds every summary made, at any remove, from a message that held
-    the detail.
+    Built from the summaries a reader has (the head's, and the stored rows of their
+    predecessors: ``unresolved`` says which links are still to be read). A summary with
+    several stored versions (a marker keeps the id, the covers and the link) counts
+    once with the union of their covers. A link to a summary not given (retention
+    removed its row, with the rows of every message it covered unless a kept checkpoint
+    still holds them) ends the chain there: what the chain still names is checked, and
+    nothing is invented for the rest.
     """
-    if not is_summary(message) or is_removed_summary(message):
-        return False
-    return not set(summary_covers(message)).isdisjoint(message_ids)
+
+    def __init__(self, summaries: Iterable[BaseMessage] = ()) -> None:
+        self._covers: dict[str, set[str]] = {}
+        self._previous: dict[str, set[str]] = {}
+        self._resolved: dict[str, frozenset[str]] = {}
+        self.add(summaries)
+
+    def add(self, summaries: Iterable[BaseMessage]) -> None:
+        """Takes more summaries (other messages are ignored): predecessors just read, say."""
+        for message in summaries:
+            if not is_summary(message) or message.id is None:
+                continue
+            self._covers.setdefault(message.id, set()).update(summary_covers(message))
+            links = self._previous.setdefault(message.id, set())
+            if (previous := summary_previous(message)) is not None:
+                links.add(previous)
+        self._resolved.clear()
+
+    def unresolved(self) -> set[str]:
+        """Ids of predecessors linked to but not given yet: what to read next."""
+        return {p for links in self._previous.values() for p in links} - self._covers.keys()
+
+    def covers(self, summary_id: str) -> frozenset[str]:
+        """Every message id the summary stands for: its own, its predecessors', and so on."""
+        if (known := self._resolved.get(summary_id)) is not None:
+            return known
+        covered: set[str] = set()
+        seen: set[str] = set()
+        pending = [summary_id]
+        while pending:  # a loop, not recursion: a chain is as long as the thread's compactions
+            current = pending.pop()
+            if current in seen:
+                continue
+            seen.add(current)
+            covered |= self._covers.get(current, set())
+            pending.extend(self._previous.get(current, ()))
+        self._resolved[summary_id] = frozenset(covered)
+        return self._resolved[summary_id]
+
+    def made_from(self, message: BaseMessage, message_ids: Collection[str]) -> bool:
+        """Whether ``message`` is a summary made from any of ``message_ids`` (not removed yet).
+
+        A summary may restate a detail in other words ("twelve Main Street" for "12 Main
+        St"), so its text cannot tell whether it holds the detail; what it stands for
+        can. A running summary restates its predecessor, so following the chain finds
+        every summary made, at any remove, from a message that held the detail.
+        """
+        if not is_summary(message) or is_removed_summary(message):
+            return False
+        return not self.stands_for(message).isdisjoint(message_ids)
+
+    def stands_for(self, summary: BaseMessage) -> frozenset[str]:
+        """``covers`` for a summary message itself, whether or not it was given."""
+        previous = summary_previous(summary)
+        inherited = self.covers(previous) if previous is not None else frozenset()
+        return inherited | frozenset(summary_covers(summary))
 
 
 def removed_summary(summary: BaseMessage) -> HumanMessage:
     """What ``summary`` becomes once a detail it was made from is forgotten: a marker.
 
     The same id, so ``add_messages`` (and a redact's new row) puts it where the summary
-    was, and the same covers, so a later compaction still records what it stands for.
+    was, and the same covers and link, so the chain of a later summary still leads
+    through it to what it stood for.
     The SPEC allows remaking the summary from the redacted messages instead; a marker
     is chosen because it needs no model call: the soft forget runs inside the
     ``apply_memory`` node and the hard erase inside one database transaction, and a
@@ -101,5 +183,7 @@ def removed_summary(summary: BaseMessage) -> HumanMessage:
     return HumanMessage(
         content=f"{SUMMARY_LABEL}\n{SUMMARY_REMOVED}",
         id=summary.id,
-        additional_kwargs={SUMMARY_KEY: {"covers": summary_covers(summary), "removed": True}},
+        additional_kwargs={
+            SUMMARY_KEY: {**summary.additional_kwargs[SUMMARY_KEY], "removed": True}
+        },
     )

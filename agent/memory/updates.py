@@ -29,11 +29,10 @@ from agent.errors import (
 from agent.memory.events import FORGET, FORGOT_DETAIL, REWIND
 from agent.memory.store import ThreadStore
 from agent.memory.summary import (
+    SummaryChains,
     is_removed_summary,
     is_summary,
-    made_from,
     removed_summary,
-    summary_covers,
 )
 from agent.memory.timeline import UNDO_LOOKBACK, read_timeline
 from agent.prompts import (
@@ -193,26 +192,46 @@ async def summaries_made_from(
 ) -> set[str]:
     """The ids of the head's summaries made from a message that held a quote.
 
-    A summary is made from a detail when any message it covers held a quote
-    (matched as ``agent.redaction`` matches), in any stored version: those messages
-    left the head when it was made, so their rows are read (``amessages_by_id``). A
-    saver that is not a ``ThreadStore`` cannot read them cheaply, so there every
-    summary in the head counts as made from the detail: a summary too many becomes a
-    marker (and comes back on undo), never one too few keeps the detail.
+    A summary is made from a detail when any message it stands for (through its chain,
+    ``read_summary_chains``) held a quote (matched as ``agent.redaction`` matches), in
+    any stored version: those messages left the head when it was made, so their rows
+    are read (``amessages_by_id``). A saver that is not a ``ThreadStore`` cannot read
+    them cheaply, so there every summary in the head counts as made from the detail: a
+    summary too many becomes a marker (and comes back on undo), never one too few keeps
+    the detail.
     """
     summaries = [m for m in messages if is_summary(m) and not is_removed_summary(m)]
     if not summaries:
         return set()
     if not isinstance(saver, ThreadStore):
         return {str(m.id) for m in summaries}
-    covered = sorted({id_ for m in summaries for id_ in summary_covers(m)})
+    chains = await read_summary_chains(saver, thread_id, summaries)
+    covered = sorted({id_ for m in summaries for id_ in chains.stands_for(m)})
     pattern = quote_pattern(quotes)
     held = {
         str(m.id)
         for m in await saver.amessages_by_id(thread_id, covered)
         if scrub_message(m, pattern) is not None
     }
-    return {str(m.id) for m in summaries if made_from(m, held)}
+    return {str(m.id) for m in summaries if chains.made_from(m, held)}
+
+
+async def read_summary_chains(
+    store: ThreadStore, thread_id: str, summaries: Sequence[BaseMessage]
+) -> SummaryChains:
+    """The chains of ``summaries``: their predecessors' stored rows, link by link.
+
+    One read per link (``amessages_by_id``, by the message-id index), since a link is
+    inside the encoded message and the next id is known only once a row is decoded. A
+    forget reads them once; a turn never does. A link whose row retention removed ends
+    its chain (``SummaryChains``).
+    """
+    chains = SummaryChains(summaries)
+    asked: set[str] = set()
+    while missing := chains.unresolved() - asked:
+        asked |= missing
+        chains.add(await store.amessages_by_id(thread_id, sorted(missing)))
+    return chains
 
 
 async def last_forgotten_details(saver: BaseCheckpointSaver[Any], thread_id: str) -> list[str]:

@@ -389,7 +389,8 @@ SELECT seq, type, blob FROM memagent_messages WHERE thread_id = %s AND seq = ANY
 # What a summary covers has left the head, so finding whether a covered message held a
 # forgotten detail takes its stored versions: every row under its id (a message
 # replaced under its id, by a soft forget say, has one row per version). By the
-# (thread_id, message_id) index.
+# (thread_id, message_id) index. Also each link of a summary's chain, read one by one:
+# the link is inside the encoded message, so SQL cannot follow it.
 SELECT_MESSAGES_BY_ID = """
 SELECT seq, type, blob FROM memagent_messages
 WHERE thread_id = %s AND message_id = ANY(%s)
@@ -456,7 +457,8 @@ FOR UPDATE
 # The summary rows of a thread (``agent.memory.summary``: the ``additional_kwargs`` key
 # is in every summary's blob, as UTF-8), for redact to find those made from a message
 # it erases: a summary may restate the detail in other words, so the quote's LIKE
-# would not find it. Python decodes the candidates and reads their covers.
+# would not find it. Python decodes the candidates and reads their covers and links:
+# every stored link of every summary's chain is among these rows, so one read is enough.
 REDACT_SELECT_SUMMARY_MESSAGES = """
 SELECT seq, message_id, type, blob FROM memagent_messages
 WHERE thread_id = %(thread_id)s AND encode(blob, 'escape') LIKE %(summary)s

@@ -3,11 +3,13 @@
 docs/SPEC.md, "Context budget and compaction": after ``redact`` no row holds a summary
 made from the erased text. A summary may restate a detail in other words ("twelve Main
 Street" for "12 Main St"), so the quote's match cannot find it; what it covers can
-(``agent.memory.summary.made_from``). ``erasure.redact`` takes the message ids of the
-rows the quotes matched, before it scrubs them, and this module finds the summaries
-made from any of them (``find_summary_markers``) and replaces every stored copy by the
-marker (``removed_summary``): their message rows (as new rows, like any redacted row),
-and the message lists inside pending writes (the ``compact`` node's, those of
+(``agent.memory.summary.SummaryChains``: a summary stands for the messages it replaced
+and, through its link, for everything its predecessor stood for). ``erasure.redact``
+takes the message ids of the rows the quotes matched, before it scrubs them, and this
+module finds the summaries made from any of them, directly or through their chains
+(``find_summary_markers``), and replaces every stored copy by the marker
+(``removed_summary``): their message rows (as new rows, like any redacted row), and the
+message lists inside pending writes (the ``compact`` node's, those of
 ``aupdate_state``, a rewind's) and older releases' blobs, which are decoded with the
 saver's serializer, changed and encoded again.
 """
@@ -24,9 +26,9 @@ from psycopg.rows import DictRow
 
 from agent.memory.summary import (
     SUMMARY_KEY,
+    SummaryChains,
     is_removed_summary,
     is_summary,
-    made_from,
     removed_summary,
 )
 from agent.store import sql
@@ -95,7 +97,9 @@ async def find_summary_markers(
 
     Every stored version of such a summary (a soft forget may have left several rows
     under its id) is replaced; one already a marker is left as it is. The candidate
-    rows are locked (``FOR UPDATE``) in the caller's transaction.
+    rows are locked (``FOR UPDATE``) in the caller's transaction. They are every
+    summary row of the thread, so they hold every link of every chain still stored:
+    the chains come from this one read.
 
     Args:
         conn: The connection of the redact's transaction.
@@ -108,9 +112,10 @@ async def find_summary_markers(
         return found
     params = {"thread_id": thread_id, "summary": SUMMARY_LIKE}
     cur = await conn.execute(sql.REDACT_SELECT_SUMMARY_MESSAGES, params)
-    for row in await cur.fetchall():
-        message = serde.loads_typed((row["type"], row["blob"]))
-        if isinstance(message, BaseMessage) and made_from(message, erased_ids):
+    decoded = [(row, serde.loads_typed((row["type"], row["blob"]))) for row in await cur.fetchall()]
+    chains = SummaryChains(m for _, m in decoded if isinstance(m, BaseMessage))
+    for row, message in decoded:
+        if isinstance(message, BaseMessage) and chains.made_from(message, erased_ids):
             marker = removed_summary(message)
             found.by_id[str(message.id)] = marker
             type_, blob = serde.dumps_typed(marker)
