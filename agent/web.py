@@ -411,6 +411,21 @@ async def erase(request: Request) -> Response:
     return _json(erased.to_json())
 
 
+@json_errors
+async def delete_thread(request: Request) -> Response:
+    """Erases the whole thread for good (hard, like ``memagent delete``).
+
+    The page asks the user first. Every row naming the thread goes, in one transaction,
+    and its owner record with it; the audit log keeps a line with the counts.
+    """
+    data = await _body(request)
+    thread_id = await _thread(request, data.get("thread"))
+    erased = await admin.adelete(
+        _session(request).saver, thread_id, surface="web", actor=await _user(request)
+    )
+    return _json(erased.to_json())
+
+
 async def page(request: Request) -> Response:
     """The page; it loads its script and style relative to its own address."""
     return FileResponse(STATIC_DIR / "index.html")
@@ -440,6 +455,7 @@ API_ROUTES = [
     _route("/api/compact", compact, "POST"),
     _route("/api/forget-detail", forget_detail, "POST"),
     _route("/api/erase", erase, "POST"),
+    _route("/api/delete", delete_thread, "POST"),
 ]
 
 

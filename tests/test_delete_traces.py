@@ -4,7 +4,7 @@ A thread id can be personal (an e-mail, a user's own name), so "deleted" must me
 table still holds it. The check is ``rows_naming``: every text, JSON and bytea column
 of every table of the database, read raw. The server's ``DELETE /threads/{id}`` is
 checked in ``tests/test_server.py`` (it ends in the saver's ``adelete_thread``, also
-called directly here).
+called directly here); the web page's delete is its API call.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from agent.cli import main
 from agent.errors import CheckpointRetainedError
 from agent.settings import Settings
 from agent.store import sql
-from tests.helpers import Chat, rows, rows_naming
+from tests.helpers import Chat, rows, rows_naming, web_client
 from tools import admin
 
 THREAD = "alice@example.org:trip-planning"
@@ -56,6 +56,14 @@ async def _cli(saver: MemagentSaver, thread_id: str) -> object:
     return await asyncio.to_thread(run)
 
 
+async def _page(saver: MemagentSaver, thread_id: str) -> object:
+    """The web page's "Delete thread" button (the page asks first, then posts this)."""
+    async with web_client() as client:
+        response = await client.post("/api/delete", json={"thread": thread_id})
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
 async def rich_thread(saver: MemagentSaver, thread_id: str) -> Chat:
     """A thread with every kind of row: turns, a forget, a rewind, a detail forget,
     what retention cut, a copy of it, and a lease a crashed process left behind."""
@@ -78,8 +86,8 @@ async def rich_thread(saver: MemagentSaver, thread_id: str) -> Chat:
 
 @pytest.mark.parametrize(
     "delete",
-    [_admin, _admin_blocking, _server_call, _cli],
-    ids=["tools.admin", "blocking-twin", "saver.adelete_thread", "cli"],
+    [_admin, _admin_blocking, _server_call, _cli, _page],
+    ids=["tools.admin", "blocking-twin", "saver.adelete_thread", "cli", "web-page"],
 )
 async def test_delete_leaves_no_row_naming_the_thread_but_the_audit_log(
     saver: MemagentSaver, database_url: str, settings: Settings, delete: Delete

@@ -376,3 +376,37 @@ async def test_compact_summarises_shows_its_summary_and_undo_brings_the_turns_ba
 
         assert (await client.post("/api/undo", json={"thread": "t"})).status_code == 200
         assert texts(await shown(client, "t"))[:-1] == before  # then the undo's confirmation
+
+
+async def test_the_page_deletes_only_its_users_own_threads_and_audits_it(
+    settings: Settings, saver: MemagentSaver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With auth on, another user's delete is "not found" and changes nothing; the
+    owner's erases the thread, and the audit line says the page and who."""
+    secret = secrets.token_urlsafe(32)
+    monkeypatch.setenv("MEMAGENT_AUTH", "true")
+    monkeypatch.setenv("MEMAGENT_AUTH_SECRET", secret)
+    alice = {"Authorization": f"Bearer {auth.issue_token('alice', secret)}"}
+    bob = {"Authorization": f"Bearer {auth.issue_token('bob', secret)}"}
+
+    async with web_client() as client:
+        thread = (await client.post("/api/threads", json={}, headers=alice)).json()["thread_id"]
+        await client.post(
+            "/api/chat", json={"thread": thread, "text": "my name is Ada"}, headers=alice
+        )
+
+        refused = await client.post("/api/delete", json={"thread": thread}, headers=bob)
+        assert refused.status_code == 404
+        kept = await client.get("/api/conversation", params={"thread": thread}, headers=alice)
+        assert kept.json()["messages"][0]["text"] == "my name is Ada"
+
+        deleted = await client.post("/api/delete", json={"thread": thread}, headers=alice)
+        assert deleted.status_code == 200
+        assert deleted.json()["rows"]["checkpoints"] > 0
+        assert (await client.get("/api/threads", headers=alice)).json()["threads"] == []
+        gone = await client.get("/api/conversation", params={"thread": thread}, headers=alice)
+        assert gone.json()["messages"] == []
+
+    audit = await admin.aaudit(saver, thread)
+    newest = audit[0]
+    assert (newest["operation"], newest["surface"], newest["actor"]) == ("delete", "web", "alice")

@@ -332,6 +332,20 @@ async function undo() {
   await refresh();
 }
 
+async function deleteThread() {
+  if (!view.thread) throw new ApiError("Nothing to delete: no thread is open.");
+  const question = `Delete thread ${shortId(view.thread)} for good? Every message, checkpoint and branch of it is erased; this cannot be undone.`;
+  if (!window.confirm(question)) return;
+  await api("POST", "api/delete", { thread: view.thread });
+  view.thread = null;
+  location.hash = "";
+  $("thread-title").textContent = "New thread";
+  $("thread-title").title = "";
+  renderMessages([]);
+  renderTree(null);
+  await refresh();
+}
+
 async function rewindTo(checkpointId) {
   await api("POST", "api/rewind", { thread: view.thread, checkpoint_id: checkpointId });
   await refresh();
@@ -430,6 +444,7 @@ $("new-thread").addEventListener("click", () => act(newThread));
 $("forget").addEventListener("click", () => act(forget));
 $("compact").addEventListener("click", () => act(compact));
 $("undo").addEventListener("click", () => act(undo));
+$("delete-thread").addEventListener("click", () => act(deleteThread));
 $("error-close").addEventListener("click", clearError);
 $("messages").addEventListener("mouseup", updateDetailActions);
 $("messages").addEventListener("keyup", updateDetailActions);
