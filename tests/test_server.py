@@ -50,6 +50,7 @@ from agent.prompts import (
 from agent.prompts import (
     ERASE_NOT_REACHED_LOGS as LOGS,
 )
+from agent.store.receipt import ERASED_TABLES
 from tests.helpers import (
     FOREIGN_ORIGINS,
     PROJECT,
@@ -1478,16 +1479,6 @@ def page_thread_as(server: Server, user: str, text: str) -> str:
     return thread_id
 
 
-ERASED = (
-    "checkpoints",
-    "checkpoint_blobs",
-    "checkpoint_writes",
-    "memagent_messages",
-    "memagent_thread_owner",
-    "memagent_retained",
-)
-
-
 def test_erase_user_removes_her_threads_and_runs_from_the_server_and_nothing_of_bob(
     auth_server: Server, tmp_path: Path
 ) -> None:
@@ -1536,7 +1527,7 @@ def test_erase_user_removes_her_threads_and_runs_from_the_server_and_nothing_of_
                 f"SELECT count(*) AS n FROM {table} WHERE thread_id = ANY(%s)",
                 thread_ids,
             )[0]["n"]
-            for table in ERASED
+            for table in ERASED_TABLES
         }
 
     existed = counts([*theirs, deleted])  # a delete may leave a row that only names it
@@ -1576,7 +1567,7 @@ def test_erase_user_removes_her_threads_and_runs_from_the_server_and_nothing_of_
     assert needle_columns(auth_server.database_url, canaries[bob]) != {}
 
     again = erase_user_command(auth_server, tmp_path / "operator", alice)
-    assert again["rows"] == dict.fromkeys(ERASED, 0)
+    assert again["rows"] == dict.fromkeys(ERASED_TABLES, 0)
     assert (again["threads"], again["server"]) == (0, {"threads": 0, "runs": 0})
     assert again["user"] == receipt["user"] and again.keys() == receipt.keys()
 

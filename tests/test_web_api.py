@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import secrets
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -184,16 +185,22 @@ def test_memagent_web_with_an_unreachable_database_is_one_line(
     assert "Traceback" not in result.output
 
 
-async def test_with_auth_on_each_user_gets_only_their_threads(
-    settings: Settings, saver: MemagentSaver, monkeypatch: pytest.MonkeyPatch
-) -> None:
+SignIn = Callable[[str], dict[str, str]]
+"""The request headers of a user signed in to the page (auth on, a shared secret)."""
+
+
+@pytest.fixture
+def sign_in(monkeypatch: pytest.MonkeyPatch) -> SignIn:
+    """Turns auth on for the page; signing in gives a user's ``Authorization`` header."""
     secret = secrets.token_urlsafe(32)
     monkeypatch.setenv("MEMAGENT_AUTH", "true")
     monkeypatch.setenv("MEMAGENT_AUTH_SECRET", secret)
+    return lambda user: {"Authorization": f"Bearer {auth.issue_token(user, secret)}"}
 
-    def as_user(user: str) -> dict[str, str]:
-        return {"Authorization": f"Bearer {auth.issue_token(user, secret)}"}
 
+async def test_with_auth_on_each_user_gets_only_their_threads(
+    settings: Settings, saver: MemagentSaver, sign_in: SignIn
+) -> None:
     async with web_client(prefix="/memagent") as client:
         page = await client.get("/memagent/")
         assert page.status_code == 200 and "<title>memagent</title>" in page.text
@@ -204,7 +211,7 @@ async def test_with_auth_on_each_user_gets_only_their_threads(
         forged = await client.get("/memagent/api/threads", headers={"Authorization": "Bearer x.y"})
         assert forged.status_code == 401
 
-        alice = as_user("alice")
+        alice = sign_in("alice")
         thread = (await client.post("/memagent/api/threads", json={}, headers=alice)).json()[
             "thread_id"
         ]
@@ -216,7 +223,7 @@ async def test_with_auth_on_each_user_gets_only_their_threads(
         forgot = await client.post("/memagent/api/forget", json={"thread": thread}, headers=alice)
         assert forgot.status_code == 200
 
-        bob = as_user("bob")
+        bob = sign_in("bob")
         assert (await client.get("/memagent/api/threads", headers=bob)).json()["threads"] == []
         peek = await client.get(
             "/memagent/api/conversation", params={"thread": thread}, headers=bob
@@ -234,14 +241,10 @@ async def test_with_auth_on_each_user_gets_only_their_threads(
 
 
 async def test_a_user_whose_name_begins_another_users_cannot_reach_their_threads(
-    settings: Settings, saver: MemagentSaver, monkeypatch: pytest.MonkeyPatch
+    settings: Settings, saver: MemagentSaver, sign_in: SignIn
 ) -> None:
     """User ``a`` is not the owner of ``a:b:<uuid>``, the page thread of user ``a:b``."""
-    secret = secrets.token_urlsafe(32)
-    monkeypatch.setenv("MEMAGENT_AUTH", "true")
-    monkeypatch.setenv("MEMAGENT_AUTH_SECRET", secret)
-    a_b = {"Authorization": f"Bearer {auth.issue_token('a:b', secret)}"}
-    a = {"Authorization": f"Bearer {auth.issue_token('a', secret)}"}
+    a_b, a = sign_in("a:b"), sign_in("a")
 
     async with web_client() as client:
         thread = (await client.post("/api/threads", json={}, headers=a_b)).json()["thread_id"]
@@ -379,15 +382,11 @@ async def test_compact_summarises_shows_its_summary_and_undo_brings_the_turns_ba
 
 
 async def test_the_page_deletes_only_its_users_own_threads_and_audits_it(
-    settings: Settings, saver: MemagentSaver, monkeypatch: pytest.MonkeyPatch
+    settings: Settings, saver: MemagentSaver, sign_in: SignIn
 ) -> None:
     """With auth on, another user's delete is "not found" and changes nothing; the
     owner's erases the thread, and the audit line says the page and who."""
-    secret = secrets.token_urlsafe(32)
-    monkeypatch.setenv("MEMAGENT_AUTH", "true")
-    monkeypatch.setenv("MEMAGENT_AUTH_SECRET", secret)
-    alice = {"Authorization": f"Bearer {auth.issue_token('alice', secret)}"}
-    bob = {"Authorization": f"Bearer {auth.issue_token('bob', secret)}"}
+    alice, bob = sign_in("alice"), sign_in("bob")
 
     async with web_client() as client:
         thread = (await client.post("/api/threads", json={}, headers=alice)).json()["thread_id"]
