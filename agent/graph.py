@@ -17,7 +17,7 @@ from contextlib import AbstractAsyncContextManager, nullcontext
 from typing import Any
 
 from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import AnyMessage, SystemMessage
+from langchain_core.messages import SystemMessage
 from langchain_core.runnables import RunnableConfig
 from langchain_core.runnables.config import ensure_config, merge_configs
 from langchain_core.tools import BaseTool
@@ -26,11 +26,11 @@ from langgraph.constants import CONFIG_KEY_CHECKPOINTER
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.prebuilt import ToolNode, tools_condition
-from langgraph.types import StateUpdate
+from langgraph.types import Command, StateUpdate
 
 from agent.memory.budget import resolve_context_tokens
 from agent.memory.compactor import Compactor
-from agent.memory.node import apply_memory, compact_node, route_after_compact, route_after_tools
+from agent.memory.node import apply_memory, compaction_step, route_after_tools
 from agent.model import load_model
 from agent.prompts import SYSTEM_PROMPT
 from agent.settings import Settings
@@ -39,37 +39,21 @@ from agent.store.saver import MemagentSaver
 from tools.memory import memory_tools
 
 
-def chat_graph_builder(
-    agent: Callable[..., Any],
-    tools: Any,
-    compact: Callable[..., Any],
-    needs_compaction: Callable[[list[AnyMessage]], bool],
-) -> StateGraph[Any]:
-    """The chat graph's nodes and edges, with the model, tool and compaction steps supplied.
+def chat_graph_builder(agent: Callable[..., Any], tools: Any) -> StateGraph[Any]:
+    """The chat graph's nodes and edges, with the model and tool steps supplied.
 
-    Before each model call, ``needs_compaction`` decides whether the ``compact`` node
-    first puts a summary in place of the oldest turns. ``make_graph`` fills in the
-    steps; ``tools.admin`` compiles the same shape with stand-ins to apply memory
-    changes through ``aupdate_state``, which needs the graph's channels and edges but
-    never runs its model, tools or summariser.
+    ``make_graph`` fills in the steps (the agent node compacts first when a call would
+    not fit: ``agent.memory.node.compaction_step``); ``tools.admin`` compiles the same
+    shape with stand-ins to apply memory changes through ``aupdate_state``, which needs
+    the graph's channels and edges but never runs its model or tools.
     """
-
-    def route_to_model(state: State) -> str:
-        return "compact" if needs_compaction(list(state.get("messages") or [])) else "agent"
-
-    def after_tools(state: State) -> str:
-        step = route_after_tools(state)
-        return route_to_model(state) if step == "model" else step
-
     builder = StateGraph(State)
-    builder.add_node("agent", agent)
+    builder.add_node("agent", agent, destinations=("agent", "tools", END))
     builder.add_node("tools", tools)
     builder.add_node("apply_memory", apply_memory)
-    builder.add_node("compact", compact)
-    builder.add_conditional_edges(START, route_to_model, ["compact", "agent"])
+    builder.add_edge(START, "agent")
     builder.add_conditional_edges("agent", tools_condition, ["tools", END])
-    builder.add_conditional_edges("tools", after_tools, ["apply_memory", "compact", "agent"])
-    builder.add_conditional_edges("compact", route_after_compact, {"agent": "agent", "end": END})
+    builder.add_conditional_edges("tools", route_after_tools, ["apply_memory", "agent"])
     builder.add_edge("apply_memory", END)
     return builder
 
@@ -214,7 +198,11 @@ def make_graph(
         summary_model=summary_model or model,
     )
 
-    async def agent(state: State, config: RunnableConfig) -> dict[str, Any]:
+    compact = compaction_step(compactor)
+
+    async def agent(state: State, config: RunnableConfig) -> dict[str, Any] | Command[str]:
+        if (compaction := await compact(state, config)) is not None:
+            return compaction
         sent, note = compactor.prepare(state["messages"])
         if note is not None and not sent:  # the current turn alone is over the budget
             return {"messages": [note]}
@@ -222,9 +210,7 @@ def make_graph(
         return {"messages": [response] if note is None else [note, response]}
 
     compile_options.setdefault("name", "memagent")
-    builder = chat_graph_builder(
-        agent, ToolNode(tools), compact_node(compactor), compactor.needs_compaction
-    )
+    builder = chat_graph_builder(agent, ToolNode(tools))
     compiled = builder.compile(checkpointer=checkpointer, **compile_options)
     # As Pregel.copy() rebuilds a graph; the server's copies then stay ChatGraphs too.
     attributes = {k: v for k, v in vars(compiled).items() if k != "__orig_class__"}

@@ -17,7 +17,8 @@ from __future__ import annotations
 from typing import Annotated, NotRequired, TypedDict
 
 from langchain_core.messages import AnyMessage
-from langgraph.graph.message import add_messages
+
+from agent.memory.summary import add_messages_and_summaries
 
 MEMORY_EVENT_CHANNEL = "memory_event"
 """The channel whose value the saver copies into the checkpoint's metadata."""
@@ -67,6 +68,6 @@ def collect_requests(
 class State(TypedDict):
     """The conversation of one thread plus the memory channels described above."""
 
-    messages: Annotated[list[AnyMessage], add_messages]
+    messages: Annotated[list[AnyMessage], add_messages_and_summaries]
     memory_requests: NotRequired[Annotated[list[MemoryRequest], collect_requests]]
     memory_event: NotRequired[MemoryEvent | None]

@@ -22,6 +22,7 @@ from langchain_core.messages.utils import count_tokens_approximately
 from langchain_openai import ChatOpenAI
 
 from agent.errors import SettingsError
+from agent.memory import budget
 from agent.memory.budget import (
     DEFAULT_CONTEXT_TOKENS,
     OFFLINE_CONTEXT_TOKENS,
@@ -110,6 +111,28 @@ def test_code_counts_denser_than_prose_of_the_same_length() -> None:
     code = HumanMessage((CODE * 3)[: len(prose.text)])
     assert count_tokens_approximately([code]) == count_tokens_approximately([prose])
     assert message_tokens(code) > message_tokens(prose)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [CODE, "the quick brown fox, 12 jumps!", "", "\t\n\x00~{}|", "0123456789" * 7, CODE * 40],
+)
+def test_ascii_text_counts_exactly_as_the_per_script_rule(text: str) -> None:
+    """The fast count of ASCII text is the same number as the general per-script one."""
+    assert budget._ascii_tokens(text) == budget._script_tokens(text)
+    assert budget.dense_text_tokens(text) == budget._script_tokens(text)
+
+
+def test_a_message_changed_under_its_id_is_counted_anew() -> None:
+    """Counts are kept per message text: a forget or redact that rewrites a message under
+    the same id must not leave the longer text's count (or a shorter one) behind."""
+    long = HumanMessage("word " * 400, id="same")
+    short = HumanMessage("word", id="same")
+    assert message_tokens(long) > message_tokens(short)
+    assert message_tokens(HumanMessage("word " * 400, id="same")) == message_tokens(long)
+    assert message_tokens(short) == max(
+        count_tokens_approximately([short]), budget._count_message(short)
+    )
 
 
 # --- the budget -------------------------------------------------------------------------

@@ -43,6 +43,7 @@ from tests.helpers import (
     is_summariser_call,
     readme_session,
     rows,
+    rows_naming,
     run_chat_command,
     web_client,
 )
@@ -414,6 +415,32 @@ async def test_a_compaction_stores_the_summary_and_never_a_copy_of_old_messages(
         "linear",
     )
     assert duplicates == []  # no message was stored again
+
+
+async def test_a_compaction_writes_no_copy_of_the_messages_it_keeps(
+    saver: MemagentSaver, database_url: str
+) -> None:
+    """Not in a message row, nor in the step's stored writes: only the summary is new."""
+    graph = make_graph(
+        recording_model(all_replies(range(14))),
+        checkpointer=saver,
+        context_tokens=1700,
+        summary_model=recording_model(),
+    )
+    for n in range(14):
+        before = [m.text for m in await head_messages(graph, "kept") if m.text]
+        stored = {text: rows_naming(database_url, [text]) for text in before}
+        await graph.ainvoke({"messages": [HumanMessage(said(n))]}, config("kept"))
+        if len(compactions(database_url, "kept")) == 1:
+            break
+    else:
+        pytest.fail("the thread never compacted")
+    head = await head_messages(graph, "kept")
+    kept = [m.text for m in head if m.text in stored]
+    assert is_summary(head[0]) and kept
+    assert {text: rows_naming(database_url, [text]) for text in kept} == {
+        text: stored[text] for text in kept
+    }
 
 
 async def test_each_compaction_of_a_long_thread_stores_about_as_much_as_the_first(

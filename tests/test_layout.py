@@ -1,7 +1,8 @@
 """The code's shape: imports run only down the layers, and only agent and tools install.
 
 The layers, bottom to top, are in ``LAYERS``: settings, errors and messages, then
-inputs, the memory model's registry and readers, storage, the memory updates, the
+inputs and the state (with the summary message, which the state's reducer places), the
+memory model's registry and readers, storage, the memory updates, the
 model's tools, the graph, thread administration, sessions, and the CLI, terminal,
 auth and web on top. A
 new module fails ``test_every_module_has_a_layer`` until it is placed there, so where it
@@ -27,8 +28,8 @@ CHECKOUT_ONLY = ("tests", "bench")
 
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("agent", "agent.errors", "agent.settings", "agent.prompts", "agent.startup", "agent.bridge"),
-    ("agent.validation", "agent.state", "agent.redaction"),
-    ("agent.memory", "agent.memory.events", "agent.memory.summary", "agent.memory.changes"),
+    ("agent.validation", "agent.memory.summary", "agent.state", "agent.redaction"),
+    ("agent.memory", "agent.memory.events", "agent.memory.changes"),
     ("agent.memory.entries", "agent.presentation"),
     ("agent.memory.store",),
     ("agent.memory.timeline",),

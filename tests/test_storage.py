@@ -8,7 +8,9 @@ anyone else reads; and a database written by the previous release keeps working.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -176,3 +178,36 @@ async def test_a_database_of_the_previous_release_loads_and_continues(
 
     async with ChatSession.open(settings) as again:  # setup twice: the migration is idempotent
         assert await all_states(again.saver, "legacy") == after
+
+
+def plan_rows(node: dict[str, Any]) -> Iterator[tuple[str, int]]:
+    """Each node of an ``EXPLAIN (ANALYZE, FORMAT JSON)`` plan: its relation and rows read."""
+    yield node.get("Relation Name", ""), int(node["Actual Rows"]) * int(node["Actual Loops"])
+    for child in node.get("Plans", []):
+        yield from plan_rows(child)
+
+
+async def test_reading_the_head_of_a_long_thread_reads_only_its_own_blobs(
+    saver: MemagentSaver, database_url: str
+) -> None:
+    """The read of a checkpoint touches its own few blobs, not every blob of the thread.
+
+    langgraph's query joined the thread's blobs by hash, so a read of a long thread's
+    head scanned all of them: each turn slowed down with the thread's length.
+    """
+    graph = make_graph(OfflineChatModel(), checkpointer=saver, context_tokens=10**9)
+    for turn in range(40):
+        await graph.ainvoke({"messages": [HumanMessage(f"note {turn}")]}, config("long"))
+    with psycopg.connect(database_url) as conn:
+        blobs = conn.execute("SELECT count(*) FROM checkpoint_blobs WHERE thread_id = 'long'")
+        assert (blobs.fetchone() or [0])[0] >= 80
+        where = "WHERE thread_id = %s AND checkpoint_ns = '' ORDER BY checkpoint_id DESC LIMIT 1"
+        explained = conn.execute(
+            "EXPLAIN (ANALYZE, FORMAT JSON) " + saver.SELECT_SQL + where, ("long",)
+        ).fetchone()
+    assert explained is not None
+    read = dict(plan_rows(explained[0][0]["Plan"]))
+    channels = len((await saver.aget_tuple(config("long"))).checkpoint["channel_versions"])  # type: ignore[union-attr]
+    assert read.get("checkpoint_blobs", 0) <= channels
+    state = await graph.aget_state(config("long"))
+    assert [m.text for m in state.values["messages"] if m.type == "human"][-1] == "note 39"

@@ -126,7 +126,7 @@ async def _state_graph(saver: MemagentSaver) -> CompiledStateGraph[Any, Any, Any
     it takes a while) and copied per saver, which keeps no saver alive.
     """
     if not _STATE_GRAPH:
-        builder = chat_graph_builder(_placeholder, _placeholder, _placeholder, lambda _: False)
+        builder = chat_graph_builder(_placeholder, _placeholder)
         _STATE_GRAPH.append(await asyncio.to_thread(builder.compile, name="memagent"))
     return _STATE_GRAPH[0].copy(update={"checkpointer": saver})
 

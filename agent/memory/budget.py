@@ -66,10 +66,25 @@ _TOKENS_PER_CHAR = (
 )
 _PLAIN_TOKENS_PER_CHAR = 0.25
 """Letters and spaces: langchain's four characters per token."""
+_ASCII_PUNCTUATION = bytes(
+    [*range(0x21, 0x30), *range(0x3A, 0x41), *range(0x5B, 0x61), *range(0x7B, 0x7F)]
+)
+"""The ASCII characters of ``_TOKENS_PER_CHAR``'s punctuation class, as bytes."""
+_ASCII_DIGITS = b"0123456789"
+_CACHED_MESSAGES = 8_192
+"""Message counts kept (``message_tokens``): a few hundred threads' heads."""
+_message_counts: dict[tuple[str, str | None, str, str | None], int] = {}
 
 
 def dense_text_tokens(text: str) -> float:
     """Tokens ``text`` may take when it is dense: every character at least 1/4 token."""
+    if text.isascii():
+        return _ascii_tokens(text)
+    return _script_tokens(text)
+
+
+def _script_tokens(text: str) -> float:
+    """``dense_text_tokens`` for any text: each script's class found by its pattern."""
     plain = len(text)
     tokens = 0.0
     for pattern, per_char in _TOKENS_PER_CHAR:
@@ -77,6 +92,19 @@ def dense_text_tokens(text: str) -> float:
         plain -= chars
         tokens += chars * per_char
     return tokens + plain * _PLAIN_TOKENS_PER_CHAR
+
+
+def _ascii_tokens(text: str) -> float:
+    """``_script_tokens`` for ASCII text, to the last bit, about twenty times faster.
+
+    Only the punctuation and digit classes can occur, and counting them is a byte
+    deletion in C; the five patterns cost about 80 µs per kB, most of counting a turn.
+    """
+    data = text.encode("ascii")
+    punctuation = len(data) - len(data.translate(None, _ASCII_PUNCTUATION))
+    digits = len(data) - len(data.translate(None, _ASCII_DIGITS))
+    plain = len(data) - punctuation - digits
+    return punctuation * 0.5 + digits * (1 / 3) + plain * _PLAIN_TOKENS_PER_CHAR
 
 
 def _message_text(message: BaseMessage) -> str:
@@ -98,7 +126,26 @@ def _message_text(message: BaseMessage) -> str:
 
 
 def message_tokens(message: BaseMessage) -> int:
-    """The tokens one message costs: langchain's estimate, or more for dense text."""
+    """The tokens one message costs: langchain's estimate, or more for dense text.
+
+    Every model call counts the whole head, so a message's count is kept, by what it
+    depends on: its type, name, text and tool call id (messages with tool calls or
+    content blocks, a few per thread, are counted afresh). The text is the key itself,
+    so a message changed under its id (a forget, a redact) is counted anew, and the
+    saver hands every turn the same string objects, whose hashes Python keeps.
+    """
+    if not isinstance(message.content, str) or getattr(message, "tool_calls", None):
+        return _count_message(message)
+    key = (message.type, message.name, message.content, getattr(message, "tool_call_id", None))
+    if (known := _message_counts.get(key)) is not None:
+        return known
+    if len(_message_counts) >= _CACHED_MESSAGES:
+        _message_counts.clear()  # simpler than an LRU, and refilled within a turn
+    tokens = _message_counts[key] = _count_message(message)
+    return tokens
+
+
+def _count_message(message: BaseMessage) -> int:
     approx = count_tokens_approximately([message])
     dense = math.ceil(dense_text_tokens(_message_text(message))) + _MESSAGE_OVERHEAD
     return max(approx, dense)

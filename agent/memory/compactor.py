@@ -3,11 +3,12 @@
 ``agent.memory.compaction`` decides what to replace and writes the summary; this
 module turns that into the update every route applies (the graph's ``compact`` node
 before a model call that would not fit, the ``compact_conversation`` tool, and
-``tools.admin.acompact`` through ``aupdate_state``): the summary and the kept
-messages replace the head's list, and the ``memory_event`` of kind ``compact`` marks
-the checkpoint (``memory_compacted``, ``tokens_before``, ``tokens_after``; no content).
-Earlier checkpoints keep every message, so a rewind to before it undoes it, and the
-kept messages keep their ids, so storage adds only the summary's row.
+``tools.admin.acompact`` through ``aupdate_state``): the summary alone, which the
+``messages`` reducer (``add_messages_and_summaries``) puts in place of what it
+replaces, and the ``memory_event`` of kind ``compact`` that marks the checkpoint
+(``memory_compacted``, ``tokens_before``, ``tokens_after``; no content). Earlier
+checkpoints keep every message, so a rewind to before it undoes it, and the kept
+messages keep their ids and rows, so storage adds only the summary.
 """
 
 from __future__ import annotations
@@ -18,10 +19,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import AIMessage, AnyMessage, BaseMessage, RemoveMessage
+from langchain_core.messages import AIMessage, AnyMessage, BaseMessage
 from langchain_core.runnables import RunnableConfig
 from langchain_core.tools import BaseTool
-from langgraph.graph.message import REMOVE_ALL_MESSAGES
 
 from agent.memory.budget import TokenCounter, call_counter, fit_to_budget, older_turns
 from agent.memory.compaction import plan_compaction, summarise
@@ -106,7 +106,7 @@ class Compactor:
             "tokens_after": self.count([summary, *plan.kept]),
         }
         return {
-            "messages": [RemoveMessage(id=REMOVE_ALL_MESSAGES), summary, *plan.kept],
+            "messages": [summary],  # it takes its place (``add_messages_and_summaries``)
             "memory_event": event,
         }
 

@@ -4,7 +4,8 @@ The tools only *request* a change (``tools.memory``); this node applies it once 
 tool call of the step has answered, so removing messages cannot leave a tool result
 behind without its call. Each request kind has one applier in ``APPLIERS``, which
 returns the state update (built by ``agent.memory.updates``) and what the audit log
-records of it.
+records of it. Compaction, automatic or requested, is the agent node's own first step
+(``compaction_step``).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any
 from langchain_core.messages import AIMessage
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import BaseCheckpointSaver
-from langgraph.types import interrupt
+from langgraph.types import Command, interrupt
 from psycopg_pool import AsyncConnectionPool
 
 from agent.errors import (
@@ -175,21 +176,34 @@ APPLIERS: dict[str, Applier] = {
 """The applier of each request kind (a memory event kind's name)."""
 
 
-Node = Callable[[State, RunnableConfig], Awaitable[dict[str, Any]]]
+CompactionStep = Callable[[State, RunnableConfig], Awaitable[dict[str, Any] | Command[str] | None]]
+"""What the agent node does first: a compaction update, or ``None`` to call the model."""
 
 
-def compact_node(compactor: Compactor) -> Node:
-    """The graph's ``compact`` node: a summary in place of the oldest turns.
+def compaction_step(compactor: Compactor) -> CompactionStep:
+    """The agent node's first duty: a summary in place of the oldest turns, when due.
 
-    It runs before a model call that would not fit (``needs_compaction``) and when
-    ``compact_conversation`` asked for it. A summariser that fails stores nothing
-    (the model call then goes out trimmed, with a note: ``Compactor.prepare``); asked
-    for by the user, the failure is the answer.
+    Due before a model call that would not fit (``Compactor.needs_compaction``), and
+    when ``compact_conversation`` asked for it. The compaction is a step of its own,
+    so its checkpoint is one of its own (the one the timeline shows, and a rewind to
+    before it undoes it): the step returns a ``Command`` back to the agent node, which
+    then calls the model. It is a step *of the agent node* rather than a node of its
+    own because every node that ever ran, and every channel it ever wrote, stays in
+    each later checkpoint's ``versions_seen`` and ``channel_versions``: a ``compact``
+    node cost about 300 bytes in every checkpoint after a thread's first compaction.
+
+    Returns ``None`` when nothing is due, or when the summariser failed: nothing is
+    stored and the model call goes out trimmed, with a note (``Compactor.prepare``).
+    Asked for by the user, the result is the answer (and the turn's end), failure
+    included.
     """
 
-    async def compact(state: State, config: RunnableConfig) -> dict[str, Any]:
+    async def compact(state: State, config: RunnableConfig) -> dict[str, Any] | Command[str] | None:
         messages = list(state.get("messages") or [])
-        requested = bool(state.get("memory_requests"))
+        requests = state.get("memory_requests") or []
+        requested = bool(requests) and requests[0]["kind"] == COMPACT.name
+        if not requested and not compactor.needs_compaction(messages):
+            return None
         try:
             if requested:
                 update = await compactor.requested(messages, config=config)
@@ -197,30 +211,28 @@ def compact_node(compactor: Compactor) -> Node:
                 update = await compactor.update(messages, config=config)
         except SummaryFailedError as error:
             logger.warning("compaction failed: %s", error)
-            return _reply(str(error)) if requested else {}
+            return _reply(str(error)) if requested else None
         if update is None:
-            return _reply(NOTHING_TO_COMPACT) if requested else {}
-        update["memory_requests"] = None
+            return _reply(NOTHING_TO_COMPACT) if requested else None
         event = update["memory_event"]
         detail = {k: event[k] for k in ("count", "tokens_before", "tokens_after")}
         await _audit(run_saver(config), config, Applied(update, COMPACT.name, detail))
-        return update
+        if requested:  # an automatic compaction leaves the channel alone: no version
+            return {**update, "memory_requests": None}
+        return Command(update=update, goto="agent")
 
     return compact
 
 
 def route_after_tools(state: State) -> str:
-    """After the tool step: apply a requested memory change, else on to the model."""
+    """After the tool step: apply a requested memory change, else back to the model.
+
+    A requested compaction goes back to the agent node too: compacting is its step.
+    """
     requests = state.get("memory_requests") or []
-    if not requests:
-        return "model"
-    return "compact" if requests[0]["kind"] == COMPACT.name else "apply_memory"
-
-
-def route_after_compact(state: State) -> str:
-    """After ``compact``: to the model, unless the step answered (a requested compaction)."""
-    messages = state.get("messages") or []
-    return "end" if messages and isinstance(messages[-1], AIMessage) else "agent"
+    if not requests or requests[0]["kind"] == COMPACT.name:
+        return "agent"
+    return "apply_memory"
 
 
 async def apply_memory(state: State, config: RunnableConfig) -> dict[str, Any]:

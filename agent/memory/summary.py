@@ -24,9 +24,16 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Collection, Iterable, Sequence
-from typing import Any
+from typing import Any, cast
 
-from langchain_core.messages import BaseMessage, HumanMessage
+from langchain_core.messages import (
+    AnyMessage,
+    BaseMessage,
+    HumanMessage,
+    RemoveMessage,
+    convert_to_messages,
+)
+from langgraph.graph.message import REMOVE_ALL_MESSAGES, Messages, add_messages
 
 from agent.prompts import SUMMARY_LABEL, SUMMARY_REMOVED
 
@@ -187,3 +194,36 @@ def removed_summary(summary: BaseMessage) -> HumanMessage:
             SUMMARY_KEY: {**summary.additional_kwargs[SUMMARY_KEY], "removed": True}
         },
     )
+
+
+def add_messages_and_summaries(left: Messages, right: Messages) -> list[AnyMessage]:
+    """``add_messages``, and a new summary takes the place of what it replaces.
+
+    The ``messages`` channel's reducer. A compaction writes only its summary: this puts
+    it first and takes out of the head the messages it newly covers and the summary
+    it replaced. With ``add_messages`` alone a summary (a new id) goes last, so putting
+    it first took removing everything and writing the kept messages again: a copy of
+    them in the step's stored writes at every compaction.
+
+    Otherwise it is ``add_messages`` exactly: a summary already in the head (a marker
+    replacing it keeps its id) is replaced in place, and a write that removes
+    everything first (a rewind, a forget, a compaction of an earlier release) is
+    taken as written, summaries and all.
+    """
+    merged = cast(list[AnyMessage], add_messages(left, right))  # typed as any ``Messages``
+    if isinstance(left, list) and all(isinstance(m, BaseMessage) for m in left):
+        before = {cast(BaseMessage, m).id for m in left}
+    else:  # the channel's first write: ``left`` may still be in any message form
+        before = {m.id for m in cast(list[AnyMessage], add_messages(left, []))}
+    fresh = [m for m in merged if m.id not in before and is_summary(m)]
+    if not fresh or _removes_all(right):
+        return merged
+    fresh_ids = {m.id for m in fresh}
+    replaced = {i for m in fresh for i in (*summary_covers(m), summary_previous(m)) if i}
+    return [*fresh, *(m for m in merged if m.id not in fresh_ids and m.id not in replaced)]
+
+
+def _removes_all(writes: Messages) -> bool:
+    """Whether ``writes`` clear the list first (``RemoveMessage(REMOVE_ALL_MESSAGES)``)."""
+    messages = convert_to_messages(writes if isinstance(writes, list) else [writes])
+    return any(isinstance(m, RemoveMessage) and m.id == REMOVE_ALL_MESSAGES for m in messages)

@@ -124,6 +124,8 @@ class MemagentSaver(AsyncPostgresSaver):
     """
 
     conn: AsyncConnectionPool[AsyncConnection[DictRow]]
+    SELECT_SQL = sql.SELECT_CHECKPOINT
+    """Every read of a checkpoint (``aget_tuple``, ``alist``, the lease's first read)."""
 
     def __init__(
         self,

@@ -33,6 +33,47 @@ MESSAGE_BLOCK = 64
 30 turns of a thread, so most writes need no round trip for numbers. It is the
 sequence's increment, fixed when the sequence is made: changing it needs a migration."""
 
+# langgraph's ``SELECT_SQL`` (the read behind ``aget_tuple`` and ``alist``), with one
+# change: each channel version's blob is looked up by the blob table's whole primary
+# key. The library joins ``jsonb_each_text(channel_versions)`` to ``checkpoint_blobs``
+# on all four key columns, but PostgreSQL plans that as a hash join over *every* blob
+# of the thread (the index on its first two columns, then the hash), fresh statistics
+# or not: reading the head of a 1000-turn thread scanned about 3,000 rows to return 3,
+# so every read grew with the thread's length. A ``LATERAL`` subquery with ``LIMIT 1``
+# (harmless: the key is unique) is not flattened into that join, so each version is
+# one index probe. Columns and their order are the library's, which decodes the rows.
+SELECT_CHECKPOINT = """
+select
+    thread_id,
+    checkpoint,
+    checkpoint_ns,
+    checkpoint_id,
+    parent_checkpoint_id,
+    metadata,
+    (
+        select array_agg(array[bl.channel::bytea, bl.type::bytea, bl.blob])
+        from jsonb_each_text(checkpoint -> 'channel_versions') as version
+        cross join lateral (
+            select channel, type, blob from checkpoint_blobs
+            where checkpoint_blobs.thread_id = checkpoints.thread_id
+                and checkpoint_blobs.checkpoint_ns = checkpoints.checkpoint_ns
+                and checkpoint_blobs.channel = version.key
+                and checkpoint_blobs.version = version.value
+            limit 1
+        ) as bl
+    ) as channel_values,
+    (
+        select array_agg(array[
+            cw.task_id::text::bytea, cw.channel::bytea, cw.type::bytea, cw.blob,
+            convert_to(cw.task_path, 'UTF8'), cw.idx::text::bytea
+        ])
+        from checkpoint_writes cw
+        where cw.thread_id = checkpoints.thread_id
+            and cw.checkpoint_ns = checkpoints.checkpoint_ns
+            and cw.checkpoint_id = checkpoints.checkpoint_id
+    ) as pending_writes
+from checkpoints """
+
 # memagent's own tables. Append-only: the position of a migration is its version.
 MIGRATIONS: tuple[str, ...] = (
     """CREATE TABLE IF NOT EXISTS memagent_migrations (v INTEGER PRIMARY KEY)""",
