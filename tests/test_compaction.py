@@ -443,6 +443,36 @@ async def test_a_compaction_writes_no_copy_of_the_messages_it_keeps(
     }
 
 
+async def test_checkpoints_after_a_compaction_are_no_larger_than_without_one(
+    saver: MemagentSaver, database_url: str
+) -> None:
+    """A compaction leaves nothing behind in the checkpoints after it: no node, no
+    channel, so a thread that compacted pays for its summaries and nothing more."""
+    await compacted_thread(saver, "compacted")
+    assert compactions(database_url, "compacted")
+    plain = make_graph(
+        recording_model(all_replies(range(14))),
+        checkpointer=saver,
+        context_tokens=10**9,
+        summary_model=recording_model(),
+    )
+    for n in range(14):
+        await plain.ainvoke({"messages": [HumanMessage(said(n))]}, config("plain"))
+
+    def head_keys(thread_id: str) -> dict[str, set[str]]:
+        (head,) = rows(
+            database_url,
+            "SELECT checkpoint FROM checkpoints WHERE thread_id = %s"
+            " ORDER BY checkpoint_id DESC LIMIT 1",
+            thread_id,
+        )
+        return {
+            part: set(head["checkpoint"][part]) for part in ("channel_versions", "versions_seen")
+        }
+
+    assert head_keys("compacted") == head_keys("plain")
+
+
 async def test_each_compaction_of_a_long_thread_stores_about_as_much_as_the_first(
     saver: MemagentSaver, database_url: str
 ) -> None:

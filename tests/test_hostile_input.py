@@ -532,7 +532,11 @@ async def test_the_apps_own_state_round_trips_through_the_strict_serializer(
     ]
     assert ai_calls and ai_calls[0].tool_calls[0]["name"] == TIMELINE
     head = history[0]
-    event = head.checkpoint["channel_values"]["memory_event"]
+    # The event is stored as the head's metadata, and as the step's write that made it.
+    assert "memory_event" not in head.checkpoint["channel_values"]
+    (event,) = [
+        v for saved in history for _, c, v in saved.pending_writes or [] if c == "memory_event"
+    ]
     stamped = dict(head.metadata)
     assert event == {"kind": "forget", "timestamp": stamped["timestamp"], "reason": "privacy"}
     assert [e for e in serde_events if "blocked" in e["kind"]] == []

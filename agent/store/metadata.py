@@ -38,10 +38,7 @@ def stamp_memory_event(
     (a rewind) also gets its target as the checkpoint's parent, so the fork is
     visible in the thread's history and in Studio.
     """
-    if MEMORY_EVENT_CHANNEL not in new_versions:
-        return config, metadata
-    event = checkpoint["channel_values"].get(MEMORY_EVENT_CHANNEL)
-    if not isinstance(event, dict) or event.get("kind") not in events.EVENT_KINDS:
+    if MEMORY_EVENT_CHANNEL not in new_versions or (event := _memory_event(checkpoint)) is None:
         return config, metadata
     stamped: dict[str, Any] = {**metadata, **events.stamp(event)}
     if events.EVENT_KINDS[event["kind"]].moves_head:
@@ -50,6 +47,41 @@ def stamp_memory_event(
             "configurable": {**config["configurable"], "checkpoint_id": event["target"]},
         }
     return config, stamped  # type: ignore[return-value]
+
+
+def _memory_event(checkpoint: Checkpoint) -> dict[str, Any] | None:
+    """The memagent memory event in ``checkpoint``'s values, if there is one."""
+    event = checkpoint["channel_values"].get(MEMORY_EVENT_CHANNEL)
+    if isinstance(event, dict) and event.get("kind") in events.EVENT_KINDS:
+        return event
+    return None
+
+
+def without_memory_event(
+    checkpoint: Checkpoint, new_versions: ChannelVersions
+) -> tuple[Checkpoint, ChannelVersions]:
+    """The checkpoint as stored: a memory event's channel left out, value and version.
+
+    An event is metadata, not state: once ``stamp_memory_event`` put it on the
+    checkpoint that made the change, nothing reads the channel again (no node is
+    triggered by it, no reader looks at its value). Kept as langgraph keeps a
+    channel, its version would stay in ``channel_versions`` of every later checkpoint
+    of the thread, and a thread that compacts would pay for it about 70 bytes a
+    checkpoint for good. A checkpoint read back has the channel empty, as before the
+    first memory change; the step's own write of it stays in its pending writes. A
+    graph of someone else's with a channel of that name keeps it (only a value of a
+    memagent event kind is left out).
+    """
+    if _memory_event(checkpoint) is None:
+        return checkpoint, new_versions
+    values = {k: v for k, v in checkpoint["channel_values"].items() if k != MEMORY_EVENT_CHANNEL}
+    versions = {
+        k: v for k, v in checkpoint["channel_versions"].items() if k != MEMORY_EVENT_CHANNEL
+    }
+    stored: Checkpoint = {**checkpoint, "channel_values": values, "channel_versions": versions}
+    if (updated := checkpoint.get("updated_channels")) is not None:
+        stored["updated_channels"] = [c for c in updated if c != MEMORY_EVENT_CHANNEL]
+    return stored, {k: v for k, v in new_versions.items() if k != MEMORY_EVENT_CHANNEL}
 
 
 def _storable(value: Any) -> Any:
@@ -124,7 +156,8 @@ def memory_metadata(
 
 
 class MemoryMetadataMixin:
-    """Adds ``memory_metadata`` to an ``InMemorySaver``'s ``put`` (its ``aput`` calls it)."""
+    """Adds ``memory_metadata`` and ``without_memory_event`` to an ``InMemorySaver``'s
+    ``put`` (its ``aput`` calls it), so it stores a thread as memagent's saver does."""
 
     def put(
         self,
@@ -134,6 +167,7 @@ class MemoryMetadataMixin:
         new_versions: ChannelVersions,
     ) -> RunnableConfig:
         config, metadata = memory_metadata(config, checkpoint, metadata, new_versions)
+        checkpoint, new_versions = without_memory_event(checkpoint, new_versions)
         return super().put(config, checkpoint, metadata, new_versions)  # type: ignore[misc]
 
 

@@ -69,7 +69,7 @@ from agent.store.messages import (
     storable_messages,
     take_from_blocks,
 )
-from agent.store.metadata import RUN_METADATA_KEYS, memory_metadata
+from agent.store.metadata import RUN_METADATA_KEYS, memory_metadata, without_memory_event
 from agent.store.serde import strict_serializer
 from agent.store.verification import Scan
 from agent.store.writebehind import Statement, WriteBehind
@@ -230,7 +230,8 @@ class MemagentSaver(AsyncPostgresSaver):
         """The library's ``aput``, storing a new ``messages`` version as a range list.
 
         Mirrors ``AsyncPostgresSaver.aput`` (primitive values inline, others as blobs,
-        one pipeline) with two changes: the memory metadata, and the messages, of which
+        one pipeline) with three changes: the memory metadata, a memory event stored
+        as that metadata only (``without_memory_event``), and the messages, of which
         only those not stored yet are written. Message rows go first in the pipeline,
         the range list next and the checkpoint last, so a crash part way leaves at most
         rows nothing refers to, never a checkpoint that refers to a missing row.
@@ -239,6 +240,7 @@ class MemagentSaver(AsyncPostgresSaver):
         config, metadata = memory_metadata(
             config, checkpoint, metadata, new_versions, self.metadata_keys
         )
+        checkpoint, new_versions = without_memory_event(checkpoint, new_versions)
         configurable = config["configurable"]
         thread_id = str(configurable["thread_id"])
         checkpoint_ns = configurable["checkpoint_ns"]
