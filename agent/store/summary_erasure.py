@@ -9,7 +9,7 @@ takes the message ids of the rows the quotes matched, before it scrubs them, and
 module finds the summaries made from any of them, directly or through their chains
 (``find_summary_markers``), and replaces every stored copy by the marker
 (``removed_summary``): their message rows (as new rows, like any redacted row), and the
-message lists inside pending writes (the ``compact`` node's, those of
+message lists inside pending writes (a compaction step's, those of
 ``aupdate_state``, a rewind's) and older releases' blobs, which are decoded with the
 saver's serializer, changed and encoded again.
 """
