@@ -18,7 +18,13 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import BaseMessage, HumanMessage, SystemMessage
+from langchain_core.messages import (
+    AIMessage,
+    BaseMessage,
+    HumanMessage,
+    SystemMessage,
+    ToolMessage,
+)
 from langchain_core.messages.utils import count_tokens_approximately
 from langchain_core.tools import BaseTool
 from langchain_core.utils.function_calling import convert_to_openai_tool
@@ -134,9 +140,14 @@ def message_tokens(message: BaseMessage) -> int:
     so a message changed under its id (a forget, a redact) is counted anew, and the
     saver hands every turn the same string objects, whose hashes Python keeps.
     """
-    if not isinstance(message.content, str) or getattr(message, "tool_calls", None):
+    # ``isinstance`` rather than ``getattr(..., default)``: a missing attribute of a
+    # message goes through pydantic's ``__getattr__`` and costs more than the lookup.
+    if not isinstance(message.content, str) or (
+        isinstance(message, AIMessage) and message.tool_calls
+    ):
         return _count_message(message)
-    key = (message.type, message.name, message.content, getattr(message, "tool_call_id", None))
+    call_id = message.tool_call_id if isinstance(message, ToolMessage) else None
+    key = (message.type, message.name, message.content, call_id)
     if (known := _message_counts.get(key)) is not None:
         return known
     if len(_message_counts) >= _CACHED_MESSAGES:
