@@ -22,6 +22,7 @@ user's statements about themselves, quoted, up to the summary's size limit.
 
 from __future__ import annotations
 
+import gc
 import random
 import time
 import uuid
@@ -275,13 +276,19 @@ async def chat_turns(
 ) -> dict[str, int]:
     """Turns ``first+1 .. last`` on each thread, round robin; the last turn's tokens.
 
-    Only the turn itself is timed; its calls are counted after it.
+    Only the turn itself is timed; its calls are counted after it. Before a timed
+    turn, the garbage the other contenders' turns left is collected: a stock turn at
+    1000 turns decodes the whole thread and leaves thousands of messages behind, and a
+    collection of them that happened to start inside the next contender's turn would
+    be charged to that turn. Each turn still pays for its own garbage.
     """
     tokens: dict[str, int] = {}
     for index in range(first, last):
         text = chat_text(index, chars)
         for chatter in chatters:
             key = chatter.contender.key
+            if timings is not None:
+                gc.collect()
             started = time.perf_counter()
             await chatter.contender.turn(threads[key], text)
             if timings is not None:
